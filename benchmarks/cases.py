@@ -1,0 +1,326 @@
+"""The one case registry of the benchmark suites: grids, skip rules, seeded builders, measurements.
+
+The asv suite (``bench_*.py``), the pytest-benchmark suite (``test_*.py``) and ``step_cost.py`` all
+read their grids and build their data here, so a point of a grid is the same problem, method and seed
+in all three. Builders of read-only data are cached per process (``functools.lru_cache``); a
+``Solver`` holds mutable state and is built fresh for every case.
+
+Grids (the default is small enough for ``asv run --quick --python=same`` on a 2-core machine; the
+larger grid is opt-in through ``PRECOND_BENCH_GRID=large``, never the default):
+
+- cost per step: every registered method over ``N_STEP`` on the scalable synthetic problem
+  (``pc.problems.scalable``: sparse logistic regression whose gradient costs O(n)); block methods also
+  over ``K_GRID`` block counts at ``N_BLOCK``;
+- memory: the same methods over ``N_MEMORY``;
+- convergence: iterations and time to ``EPS_GRID`` (float64) on ``CONVERGENCE_DATASETS`` (the LIBSVM sets
+  of the dataset registry are skipped when their files are not on this machine).
+
+Skip rules (:class:`Skip` is a ``NotImplementedError``, which asv reports as a skipped benchmark when
+raised in ``setup``; the pytest suite turns it into ``pytest.skip``): a device that is not present, a
+dataset that is not on this machine, a method whose size limit (``method_info(name).max_n``) is below n
+or whose needs the problem lacks (``precond_core.solver.check_compatible``), a block count k > n, and
+in the default grid, n > ``DEFAULT_MAX_N_LIMITED`` for methods with a size limit (only the matrix-free
+methods run at the largest n).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+import statistics
+from dataclasses import dataclass
+
+import torch
+
+import precond_core as pc
+from precond_core import timing
+
+# -- grids -----------------------------------------------------------------------------------------
+GRID_ENV = "PRECOND_BENCH_GRID"
+GRID = os.environ.get(GRID_ENV, "default").strip().lower() or "default"
+if GRID not in ("default", "large"):
+    raise ValueError(f"{GRID_ENV} must be 'default' or 'large', got {os.environ.get(GRID_ENV)!r}")
+LARGE = GRID == "large"
+
+DEVICES = ("cpu", "cuda")
+DTYPE = torch.float64
+SEED = 0
+SEEDS = (0, 1, 2) if LARGE else (0,)
+
+N_STEP = (10**2, 10**3, 10**4, 10**5, 10**6) + ((10**7,) if LARGE else ())
+N_BLOCK = (10**4, 10**6) if LARGE else (10**4,)
+K_GRID = (1, 8, 64, 512)
+N_MEMORY = N_STEP
+#: in the default grid, methods with a size limit (dense n x n state or work growing faster than n)
+#: run up to this n; the matrix-free methods run over the whole of N_STEP
+DEFAULT_MAX_N_LIMITED = 10**4
+
+EPS_GRID = (1e-4, 1e-6)
+#: the synthetic set of the block-mean talk (500 samples x 100 features), then the LIBSVM sets
+SYNTHETIC_LOGREG = "logreg_500x100"
+CONVERGENCE_DATASETS = ("mushrooms", "heart_scale", SYNTHETIC_LOGREG, "a9a", "w8a", "phishing", "ijcnn1")
+LAM = 1e-3                      # ridge coefficient of every logistic-regression problem here
+CONVERGENCE_MAX_ITERS = 2000 if LARGE else 500
+CONVERGENCE_MAX_SECONDS = 120.0 if LARGE else 20.0
+
+
+def methods() -> tuple[str, ...]:
+    """Every registered method (the suites cover them all)."""
+    return tuple(pc.list_methods())
+
+
+def block_methods() -> tuple[str, ...]:
+    """Registered methods that take a block count ``k``."""
+    return tuple(m for m in methods() if pc.method_info(m).blocks)
+
+
+def is_matrix_free(method: str) -> bool:
+    """True when the method has no size limit: no n x n state and O(n) work per step besides oracles."""
+    info = pc.method_info(method)
+    return not info.dense and info.max_n is None
+
+
+# -- skips -------------------------------------------------------------------------------------------
+class Skip(NotImplementedError):
+    """A case that cannot run here; asv reports it as skipped, the pytest suite skips it."""
+
+
+def require_device(device: str) -> torch.device:
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise Skip("no CUDA device on this machine")
+    return torch.device(device)
+
+
+def check_size(method: str, n: int, k: int | None = None) -> None:
+    """Raise :class:`Skip` when ``method`` does not run at size n (and block count k) in this grid."""
+    info = pc.method_info(method)
+    if info.max_n is not None and n > info.max_n:
+        raise Skip(f"{method} is limited to n <= {info.max_n} (n={n})")
+    if info.max_n is not None and not LARGE and n > DEFAULT_MAX_N_LIMITED:
+        raise Skip(f"{method} runs up to n={DEFAULT_MAX_N_LIMITED} in the default grid "
+                   f"({GRID_ENV}=large for more), n={n}")
+    if k is not None:
+        if not info.blocks:
+            raise ValueError(f"method {method!r} takes no block count k")
+        if k > n:
+            raise Skip(f"k={k} blocks > n={n}")
+
+
+def check_compatible(problem, method) -> None:
+    """The library's compatibility test (size limit, problem capabilities) as a :class:`Skip`."""
+    try:
+        pc.solver.check_compatible(problem, method)
+    except ValueError as exc:
+        raise Skip(str(exc)) from None
+
+
+# -- problems ----------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def scalable_problem(n: int, device: str = "cpu", seed: int = SEED):
+    """``pc.problems.scalable``: sparse logistic regression with n features (a gradient costs O(n)), float64."""
+    return pc.problems.scalable(n, seed=seed, lam=LAM, dtype=DTYPE, device=require_device(device))
+
+
+@functools.lru_cache(maxsize=None)
+def dataset_problem(name: str, device: str = "cpu"):
+    """Logistic regression (float64, ``LAM``) on a named data set; :class:`Skip` when it is absent."""
+    dev = require_device(device)
+    if name == SYNTHETIC_LOGREG:
+        A, b = pc.synthetic.logistic_data(n_samples=500, n_features=100, seed=SEED, dtype=DTYPE, device=dev)
+    else:
+        A, b = load_dataset(name, dev)
+    return pc.problems.logistic_regression(A, b, lam=LAM)
+
+
+def load_dataset(name: str, device: torch.device):
+    """(A, b) of a registered binary data set, labels in {-1, +1}; :class:`Skip` when not on this machine."""
+    import precond_core.datasets as ds  # imported lazily, as the library does
+    try:
+        data = ds.load(name, download=False)
+    except ds.DatasetUnavailable as exc:
+        raise Skip(f"dataset {name!r} is not available here: {exc}") from None
+    A, b = data.A, data.b
+    if A.layout == torch.strided:
+        A = A.to(dtype=DTYPE, device=device)
+    else:
+        A = A.to(dtype=DTYPE).to(device)
+    return A, b.to(dtype=DTYPE, device=device)
+
+
+def random_point(problem, seed: int = SEED, scale: float = 0.1) -> torch.Tensor:
+    """A seeded point x ~ N(0, scale^2 I) on the problem's device and dtype (oracle timings use it)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(problem.n, generator=g, dtype=torch.float64).mul_(scale)
+    return x.to(dtype=problem.dtype, device=problem.device)
+
+
+@functools.lru_cache(maxsize=4)
+def oracle_point(n: int, device: str = "cpu", seed: int = SEED):
+    """(problem, x, v): the scalable problem, a seeded point and a seeded direction."""
+    problem = scalable_problem(n, device, seed)
+    return problem, random_point(problem, seed), random_point(problem, seed + 1, scale=1.0)
+
+
+# -- solvers -----------------------------------------------------------------------------------------
+def make_method(method: str, k: int | None = None):
+    return pc.make_method(method) if k is None else pc.make_method(method, k=k)
+
+
+def make_solver(method: str, n: int, device: str = "cpu", k: int | None = None, seed: int = SEED,
+                warm: int = 1):
+    """A ``pc.Solver`` of ``method`` on the scalable problem of size n, after ``warm`` steps.
+
+    The warm-up steps run lazy allocations and first-call work outside the timed region.
+    """
+    require_device(device)
+    check_size(method, n, k)
+    problem = scalable_problem(n, device, seed)
+    m = make_method(method, k)
+    check_compatible(problem, m)
+    solver = pc.Solver(problem, m, seed=seed)
+    for _ in range(warm):
+        solver.step()
+    return solver
+
+
+def step_fn(solver, device: str):
+    """The timed body of a step: one ``solver.step()``, synchronized on a GPU so finished work is timed."""
+    if torch.device(device).type == "cuda":
+        def step():
+            solver.step()
+            timing.synchronize(device)
+        return step
+    return solver.step
+
+
+def oracle_fns(n: int, device: str = "cpu", seed: int = SEED):
+    """Timed bodies ``(gradient, hvp)`` on the scalable problem: ``grad(x)`` and ``hvp(x, v)``, synchronized."""
+    problem, x, v = oracle_point(n, device, seed)
+    sync = torch.device(device).type == "cuda"
+
+    def gradient():
+        problem.grad(x)
+        if sync:
+            timing.synchronize(device)
+
+    def hvp():
+        problem.hvp(x, v)
+        if sync:
+            timing.synchronize(device)
+
+    return gradient, hvp
+
+
+# -- reference checks (run before anything is timed) ----------------------------------------------
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b).clamp_min(1e-300))
+
+
+def check_gradient(problem, x: torch.Tensor, v: torch.Tensor, rtol: float = 1e-6) -> float:
+    """Check grad(x) against a central difference along u = v / ||v||.
+
+    Error measure: |grad(x) . u - (f(x + h u) - f(x - h u)) / (2 h)| / ||grad(x)||, h = 1e-4; returned.
+    """
+    u = v / torch.linalg.vector_norm(v)
+    h = 1e-4
+    fd = float(problem.loss(x + h * u) - problem.loss(x - h * u)) / (2 * h)
+    g = problem.grad(x)
+    err = abs(float(torch.dot(g, u)) - fd) / max(float(torch.linalg.vector_norm(g)), 1e-300)
+    if not err <= rtol:
+        raise AssertionError(f"gradient of {problem!r} disagrees with a central difference: rel. error {err:.2e}")
+    return err
+
+
+def check_hvp(problem, x: torch.Tensor, v: torch.Tensor, rtol: float = 1e-5) -> float:
+    """Check hvp(x, v) against (grad(x + h v) - grad(x - h v)) / (2 h); return the relative error."""
+    h = 1e-4 / max(float(torch.linalg.vector_norm(v)), 1e-300)
+    fd = (problem.grad(x + h * v) - problem.grad(x - h * v)) / (2 * h)
+    err = _rel_err(problem.hvp(x, v), fd)
+    if not err <= rtol:
+        raise AssertionError(f"hvp of {problem!r} disagrees with a difference of gradients: rel. error {err:.2e}")
+    return err
+
+
+def check_step(solver) -> None:
+    """Check a solver after a step: finite x, and f, g equal to the problem's loss and gradient at x."""
+    p = solver.problem
+    if not bool(torch.isfinite(solver.x).all()):
+        raise AssertionError(f"{solver.method.label}: non-finite iterate after {solver.iteration} steps")
+    f, g = p.loss(solver.x), p.grad(solver.x)
+    if abs(float(solver.f - f)) > 1e-10 * max(1.0, abs(float(f))):
+        raise AssertionError(f"{solver.method.label}: solver.f={float(solver.f)!r} but loss(x)={float(f)!r}")
+    err = _rel_err(solver.g, g)
+    if not err <= 1e-10:
+        raise AssertionError(f"{solver.method.label}: solver.g differs from grad(x), rel. error {err:.2e}")
+
+
+# -- convergence ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConvergenceResult:
+    """Iterations and seconds to each eps of ``EPS_GRID`` (``None`` when not reached) of one run."""
+    iters: dict
+    seconds: dict
+    stop_reason: str
+    iterations: int
+    state_bytes: int
+    final_grad_norm: float
+
+
+@functools.lru_cache(maxsize=None)
+def convergence_run(dataset: str, method: str, device: str = "cpu", seed: int = SEED) -> ConvergenceResult:
+    """``pc.minimize`` on ``dataset`` down to min(EPS_GRID); cached so that every eps reads one run."""
+    problem = dataset_problem(dataset, device)
+    m = make_method(method)
+    check_compatible(problem, m)
+    trace = pc.minimize(problem, m, eps=min(EPS_GRID), max_iters=CONVERGENCE_MAX_ITERS,
+                        max_seconds=CONVERGENCE_MAX_SECONDS, seed=seed)
+    # the trace's last gradient norm must be the norm of the gradient at its final iterate
+    gn = float(torch.linalg.vector_norm(problem.grad(trace.x)))
+    last = float(trace.grad_norms[-1])
+    if math.isfinite(gn) and abs(gn - last) > 1e-8 * max(1.0, gn):
+        raise AssertionError(f"{method} on {dataset}: trace ends at ||g||={last!r}, but ||grad(x)||={gn!r}")
+    return ConvergenceResult(
+        iters={eps: trace.iters_to(eps) for eps in EPS_GRID},
+        seconds={eps: trace.time_to(eps) for eps in EPS_GRID},
+        stop_reason=trace.stop_reason, iterations=trace.iterations,
+        state_bytes=int(trace.state_bytes), final_grad_norm=last)
+
+
+def or_nan(value) -> float:
+    """asv's value for 'not reached': NaN (shown as n/a)."""
+    return float("nan") if value is None else float(value)
+
+
+# -- measurements shared by the pytest suite and step_cost.py -------------------------------------------
+def median_seconds(fn, device: str = "cpu", repeat: int = 7, warmup: int = 1) -> float:
+    """Median of ``repeat`` synchronized wall times of ``fn()`` after ``warmup`` untimed calls."""
+    return statistics.median(timing.time_call(fn, device=device, repeat=repeat, warmup=warmup))
+
+
+def step_cost_row(method: str, n: int, device: str = "cpu", k: int | None = None, repeat: int = 7,
+                  grad_seconds: float | None = None) -> dict:
+    """One row of the step-cost table: median seconds per step, per gradient, and their ratio."""
+    solver = make_solver(method, n, device, k)
+    check_step(solver)
+    counts0, iter0 = solver.counts, solver.iteration
+    step_s = median_seconds(step_fn(solver, device), device, repeat)
+    steps = solver.iteration - iter0
+    if grad_seconds is None:
+        grad_seconds = median_seconds(oracle_fns(n, device)[0], device, repeat)
+    return {"method": method, "label": solver.method.label, "n": n, "k": k, "device": device,
+            "matrix_free": is_matrix_free(method), "step_s": step_s, "grad_s": grad_seconds,
+            "step_per_grad": step_s / grad_seconds, "state_bytes": int(solver.state_bytes),
+            "per_step": {key: (val - counts0[key]) / steps for key, val in solver.counts.items()}}
+
+
+def loglog_slope(ns, seconds) -> float:
+    """Least-squares slope of log(seconds) against log(n)."""
+    xs = [math.log(n) for n in ns]
+    ys = [math.log(s) for s in seconds]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if len(xs) < 2 or sxx == 0:
+        raise ValueError(f"a slope needs at least two distinct n, got {list(ns)}")
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx

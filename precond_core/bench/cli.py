@@ -1,0 +1,271 @@
+"""``precond-bench`` / ``python -m precond_core.bench``: run, report, list and compare benchmark results.
+
+User errors (unknown suite, method or parameter, a store that cannot be read, no results) print one
+message on stderr and exit with status 2; a sweep with failed cells exits 1; Ctrl-C exits 130 after the
+finished cells are stored.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from .grid import GridError
+from .store import StoreError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPT = 0, 1, 2, 130
+COMPARE_METRICS = ("median_step_s", "time_to_eps", "iters_to_eps", "state_bytes")
+
+
+class UserError(Exception):
+    """Reported as one line on stderr with exit status 2."""
+
+
+def default_store() -> Path:
+    """``results/`` at the project root (the repository holding this package), else in the current directory."""
+    root = Path(__file__).resolve().parents[2]
+    return (root if (root / "pyproject.toml").is_file() else Path.cwd()) / "results"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="precond-bench", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a suite (quick, paper, scaling, full) or a grid TOML file")
+    r.add_argument("grid", metavar="SUITE_OR_TOML")
+    r.add_argument("--store", type=Path, default=None, help="results directory (default: results/)")
+    r.add_argument("--yes", action="store_true", help="run even when more than --max-cells cells")
+    r.add_argument("--max-cells", type=int, default=2000, help="refuse larger sweeps without --yes (default 2000)")
+    r.add_argument("--executor", choices=("local", "dask"), default="local")
+    r.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786) or 'local'")
+    r.add_argument("--rerun", action="store_true", help="run cells already stored for this commit again")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--dry-run", action="store_true", help="validate and print the plan, run nothing")
+
+    rep = sub.add_parser("report", help="build the HTML report from a store")
+    rep.add_argument("--store", type=Path, default=None)
+    rep.add_argument("--out", type=Path, default=Path("reports/latest/index.html"))
+
+    ls = sub.add_parser("list", help="list methods, problems, datasets or suites")
+    ls.add_argument("what", choices=("methods", "problems", "datasets", "suites"))
+
+    c = sub.add_parser("compare", help="ratios B/A per matching cell between two commits or two stores")
+    c.add_argument("a", metavar="A", help="git commit (prefix) in --store, or a store directory")
+    c.add_argument("b", metavar="B", help="git commit (prefix) in --store, or a store directory")
+    c.add_argument("--store", type=Path, default=None)
+    c.add_argument("--threshold", type=float, default=1.1, help="flag ratios above this (default 1.1)")
+    c.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a regression is flagged")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "report": cmd_report, "list": cmd_list, "compare": cmd_compare}[args.command](args)
+    except (UserError, GridError, StoreError) as exc:
+        print(f"precond-bench {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"precond-bench {args.command}: interrupted; finished cells are stored, run again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPT
+
+
+# -- run ------------------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    from .executors import make_executor
+    from .grid import load_grid
+    from .runner import SweepError, git_info, plan_sweep, run_sweep
+    from .store import Store
+
+    if args.max_cells < 0:
+        raise UserError(f"--max-cells must be >= 0, got {args.max_cells}")
+    store_dir = args.store or default_store()
+    suite, cells = load_grid(args.grid)  # validates everything before anything runs
+    if args.dry_run:
+        import socket
+
+        store = Store(store_dir)
+        commit, _ = git_info()
+        plan = plan_sweep(suite, cells, store, git_commit=commit, machine=socket.gethostname(), rerun=args.rerun)
+        for c in plan.todo:
+            print(f"{c.run_id}  {c.short()}")
+        print(f"{len(plan.cells)} cells, {len(plan.done)} stored, {len(plan.no_device)} without device, "
+              f"{len(plan.todo)} to run", file=sys.stderr)
+        return EXIT_OK
+    try:
+        executor = make_executor(args.executor, args.scheduler)
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(str(exc)) from None
+    try:
+        summary = run_sweep((suite, cells), store_dir, executor=executor, rerun=args.rerun,
+                            max_cells=args.max_cells, yes=args.yes, progress=not args.no_progress)
+    except SweepError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        executor.close()
+    if summary.failed:
+        print(f"precond-bench run: {len(summary.failed)} cell(s) failed (not stored; run again to retry):",
+              file=sys.stderr)
+        for rid, err in summary.failed[:20]:
+            print(f"  {rid}: {err}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+# -- report ---------------------------------------------------------------------------------------------
+def cmd_report(args) -> int:
+    from .store import Store
+
+    store_dir = args.store or default_store()
+    store = Store(store_dir)
+    if not store.path.is_dir():
+        raise UserError(f"no results: store {store.path} does not exist; run `precond-bench run quick` first")
+    if store.read_runs().empty:  # also checks that every part is readable
+        raise UserError(f"no results in store {store.path}; run `precond-bench run quick --store {store.path}` first")
+    from .report import build_report
+
+    out = build_report(store.path, args.out)
+    print(f"report written to {out or args.out}")
+    return EXIT_OK
+
+
+# -- list -----------------------------------------------------------------------------------------------
+def cmd_list(args) -> int:
+    rows: list[tuple[str, str]] = []
+    if args.what == "methods":
+        import precond_core as pc
+
+        for name in pc.list_methods():
+            info = pc.method_info(name)
+            flags = []
+            if getattr(info, "blocks", False):
+                flags.append("blocks k")
+            if getattr(info, "dense", False):
+                flags.append(f"dense, n <= {getattr(info, 'max_n', '?')}")
+            if getattr(info, "needs", ()):
+                flags.append("needs " + ",".join(info.needs))
+            params = ", ".join(f"{a}={v!r}" for a, v in (getattr(info, "params", {}) or {}).items())
+            rows.append((name, f"{getattr(info, 'summary', '')}  [{'; '.join(flags)}]  ({params})"))
+    elif args.what == "problems":
+        from precond_core import problems
+
+        for name in problems.list_problems():
+            info = problems.problem_info(name)
+            rows.append((name, _describe(info)))
+    elif args.what == "datasets":
+        from .grid import list_dataset_names
+
+        names = list_dataset_names()
+        if names is None:
+            raise UserError("this precond_core has no dataset registry")
+        try:
+            from precond_core.datasets import registry as _reg
+
+            reg = _reg.registry()
+        except Exception:
+            reg = {}
+        for name in names:
+            e = reg.get(name)
+            rows.append((name, f"{e.task}, {e.n_samples} x {e.n_features}, {e.license}" if e else ""))
+    else:
+        from .grid import list_suites
+
+        rows = list(list_suites().items())
+    width = max((len(r[0]) for r in rows), default=0)
+    for name, desc in rows:
+        print(f"{name:<{width}}  {desc}".rstrip())
+    return EXIT_OK
+
+
+def _describe(info) -> str:
+    if isinstance(info, str):
+        return info
+    if isinstance(info, dict):
+        summ, params = info.get("summary", ""), info.get("params", {})
+    else:
+        summ, params = getattr(info, "summary", ""), getattr(info, "params", {})
+    ptxt = ", ".join(f"{a}={v!r}" for a, v in params.items()) if isinstance(params, dict) else ", ".join(params or ())
+    return f"{summ}  ({ptxt})" if ptxt else str(summ)
+
+
+# -- compare --------------------------------------------------------------------------------------------
+def _load_side(spec: str, store_dir: Path | None):
+    from .store import Store, latest_runs
+
+    p = Path(spec)
+    if p.is_dir():
+        store = Store(p)
+        if not (store.exists() or store.runs_dir.is_dir()):
+            raise UserError(f"{p} is a directory but not a results store (no store.json)")
+        runs = latest_runs(store.read_runs())
+        if runs.empty:
+            raise UserError(f"no results in store {p}")
+        return str(p), runs
+    store = Store(store_dir or default_store())
+    if not store.path.is_dir():
+        raise UserError(f"{spec!r} is not a store directory, and store {store.path} does not exist")
+    runs = latest_runs(store.read_runs())
+    commits = sorted(set(runs["git_commit"])) if len(runs) else []
+    match = [c for c in commits if c.startswith(spec)]
+    if not match:
+        raise UserError(f"{spec!r} is neither a store directory nor a commit in {store.path} "
+                        f"(stored commits: {[c[:10] for c in commits]})")
+    if len(match) > 1:
+        raise UserError(f"commit prefix {spec!r} is ambiguous in {store.path}: {[c[:10] for c in match]}")
+    return match[0][:10], runs[runs["git_commit"] == match[0]]
+
+
+def compare_tables(runs_a, runs_b, threshold: float = 1.1):
+    """Per cell_key present in both: medians (over machines/executions) of each metric, ratios B/A and the
+    metrics whose ratio exceeds ``threshold`` (or that reached eps in A but not in B)."""
+    import pandas as pd
+
+    ident = ["problem", "dataset", "method_label", "n", "k", "dtype", "device", "seed"]
+
+    def agg(runs):
+        g = runs.groupby("cell_key", sort=True)
+        out = g[list(COMPARE_METRICS)].median()
+        return out.join(g[ident].first())
+
+    a, b = agg(runs_a), agg(runs_b)
+    both = a.join(b[list(COMPARE_METRICS)], how="inner", lsuffix="_a", rsuffix="_b")
+    rows = []
+    for key, r in both.iterrows():
+        row = {c: r[c] for c in ident}
+        flags = []
+        for m in COMPARE_METRICS:
+            va, vb = float(r[f"{m}_a"]), float(r[f"{m}_b"])
+            ratio = vb / va if va > 0 and math.isfinite(va) and math.isfinite(vb) else math.nan
+            row[m] = ratio
+            if math.isfinite(ratio) and ratio > threshold:
+                flags.append(m)
+            elif math.isfinite(va) and not math.isfinite(vb) and m in ("time_to_eps", "iters_to_eps"):
+                flags.append(f"{m}(eps not reached)")
+        row["regression"] = ", ".join(flags)
+        row["cell_key"] = key
+        rows.append(row)
+    return pd.DataFrame(rows, columns=ident + list(COMPARE_METRICS) + ["regression", "cell_key"])
+
+
+def cmd_compare(args) -> int:
+    import pandas as pd
+
+    if not args.threshold > 0:
+        raise UserError(f"--threshold must be > 0, got {args.threshold}")
+    la, ra = _load_side(args.a, args.store)
+    lb, rb = _load_side(args.b, args.store)
+    table = compare_tables(ra, rb, args.threshold)
+    if table.empty:
+        raise UserError(f"no cell is present in both {la} and {lb} (cells are matched by cell_key)")
+    show = table.drop(columns=["cell_key"])
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
+        print(f"ratios B/A (A = {la}, B = {lb}); regression when ratio > {args.threshold}")
+        print(show.to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-"))
+    n_reg = int((table["regression"] != "").sum())
+    print(f"{len(table)} matching cells, {n_reg} with a regression")
+    return EXIT_FAIL if (n_reg and args.fail_on_regression) else EXIT_OK
+
+
+__all__ = ["main", "build_parser", "compare_tables", "default_store", "UserError"]

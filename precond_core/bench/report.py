@@ -1,0 +1,746 @@
+"""One self-contained HTML performance report from the results store and the benchmark histories.
+
+``build_report(store_dir, out_path)`` reads the tidy ``runs`` and ``iters`` tables of the results store,
+the asv result files (``.asv/results/<machine>/<commit>-<env>.json``) and pytest-benchmark's saved runs
+(``.benchmarks/<machine-id>/NNNN_<name>.json``), and writes one HTML page (jinja2 template
+``templates/report.html.j2``) whose figures are base64 PNG images and whose tables are
+``DataFrame.to_html``; the page loads nothing from outside (a Content-Security-Policy forbids it).
+
+Statistics shown (all computed here from the stored tables, never typed in):
+
+- convergence: per iteration, the median and the 25-75 % quantile band over seeds of the gradient norm,
+  against the iteration and against the median wall time;
+- cost scaling: per (problem, dataset, device, dtype, method_label) the least-squares line
+  ``log10 y = slope * log10 n + intercept`` over all runs, y = ``median_step_s`` or ``state_bytes``
+  (runs with y <= 0 or non-finite are left out; at least two distinct n are needed);
+- Dolan-More performance profile: a problem is an instance (problem, problem_params, n, device, dtype,
+  eps); t[p, m] = median over seeds of ``time_to_eps`` with unsolved seeds (and methods not run on p)
+  counted as +inf; r[p, m] = t[p, m] / min_m t[p, m] (inf when no method solved p);
+  rho_m(tau) = |{p : r[p, m] <= tau}| / |P|.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from . import figures as F
+
+__all__ = [
+    "ReportError",
+    "build_report",
+    "collect_sections",
+    "load_tables",
+    "read_asv_results",
+    "read_pytest_benchmarks",
+    "fit_loglog_slopes",
+    "time_to_eps_matrix",
+    "performance_profile",
+    "convergence_bands",
+    "strip_k",
+]
+
+INSTANCE_KEYS = ["problem", "problem_params", "n", "device", "dtype", "eps"]
+SCALING_KEYS = ["problem", "dataset", "device", "dtype"]
+MAX_FIGURES_PER_SECTION = 12
+MAX_TABLE_ROWS = 300
+
+# What to run when a section has no data (the command-line entry point is ``precond-bench``).
+HOW_TO = {
+    "runs": "run a sweep first, e.g. `precond-bench run --suite quick --store <dir>`",
+    "scaling": "sweep at least two values of n, e.g. `precond-bench run --n 100 1000 10000`",
+    "blocks": "sweep a method that takes a block count, e.g. `precond-bench run --method adagrad_bma --k 1 4 16`",
+    "profile": "sweep at least one problem with two or more methods",
+    "devices": "no CUDA runs in the store (or no CPU runs): run the same sweep with `--device cpu` and `--device cuda` on a machine with a GPU",
+    "theory": "no run has a finite theory_bound: sweep the regularized step (`step=regularized`) on a problem with known constants L and M",
+    "store_history": "the store holds runs of a single commit: run the sweep again after committing a change",
+    "asv": "no asv results: run `asv machine --yes` then `asv run` (or `asv run --quick`) in the repository",
+    "pytest_benchmark": "no saved pytest-benchmark runs: run `pytest benchmarks --benchmark-only --benchmark-autosave`",
+}
+
+
+class ReportError(Exception):
+    """The report cannot be built (no results in the store, unreadable store)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# reading
+
+
+def load_tables(store_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (runs, iters) of the results store at ``store_dir`` (newest execution of each run kept).
+
+    Raises ``ReportError`` naming ``store_dir`` when it does not exist, cannot be read or holds no runs.
+    """
+    from .store import StoreError, latest_runs
+    from .store import load_tables as read_store
+
+    store_dir = Path(store_dir)
+    if not store_dir.is_dir():
+        raise ReportError(f"results store {str(store_dir)!r} does not exist: {HOW_TO['runs']}")
+    try:
+        runs, iters = read_store(store_dir)
+    except (StoreError, OSError, ValueError) as exc:
+        raise ReportError(f"cannot read the results store {str(store_dir)!r}: {exc}") from exc
+    if runs is None or len(runs) == 0:
+        raise ReportError(f"results store {str(store_dir)!r} holds no runs: {HOW_TO['runs']}")
+    runs = latest_runs(runs)
+    if iters is None:
+        iters = pd.DataFrame(columns=["run_id", "iter", "grad_norm", "time_s"])
+    return _normalize_runs(runs), iters
+
+
+def _normalize_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    runs = runs.copy()
+    for col in ("dataset", "problem_params", "method_params", "git_commit", "machine", "cpu", "gpu",
+                "torch_version", "precond_version", "suite"):
+        if col not in runs:
+            runs[col] = None
+    for col in ("iters_to_eps", "time_to_eps", "median_step_s", "grad_s", "step_cost_grads", "state_bytes",
+                "peak_mem_bytes", "theory_bound", "eps", "final_grad_norm", "wall_s"):
+        if col in runs:
+            runs[col] = pd.to_numeric(runs[col], errors="coerce").astype(float)
+        else:
+            runs[col] = np.nan
+    runs["dataset"] = runs["dataset"].astype(object).where(runs["dataset"].notna(), "")
+    runs["problem_params"] = runs["problem_params"].astype(object).where(runs["problem_params"].notna(), "{}")
+    if "k" not in runs:
+        runs["k"] = pd.array([pd.NA] * len(runs), dtype="Int64")
+    runs["k"] = pd.to_numeric(runs["k"], errors="coerce").astype("Int64")
+    runs["device_type"] = runs["device"].astype(str).str.split(":").str[0]
+    return runs
+
+
+def _asv_param_names(results_dir: Path) -> dict[str, dict]:
+    path = results_dir / "benchmarks.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)}
+
+
+def read_asv_results(results_dir: str | os.PathLike = ".asv/results") -> pd.DataFrame:
+    """Flatten asv result files into one row per (machine, commit, benchmark, parameter combination).
+
+    asv (API version 2) writes ``<results_dir>/<machine>/<commit[:8]>-<env>.json`` with ``commit_hash``,
+    ``date`` (ms since the epoch), ``result_columns`` (``["result", "params", ...]``) and ``results``
+    mapping a benchmark name to a row in that column order; for a parameterized benchmark ``result`` is a
+    flat list over ``itertools.product(*params)``. Version 1 files (``results[name]`` a number or
+    ``{"result": [...], "params": [...]}``) are read too. Missing directories give an empty frame;
+    unreadable files are skipped. Columns: ``machine, commit, date, env_name, benchmark, params, value, unit``.
+    """
+    import itertools
+
+    cols = ["machine", "commit", "date", "env_name", "benchmark", "params", "value", "unit"]
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        return pd.DataFrame(columns=cols)
+    meta = _asv_param_names(results_dir)
+    rows = []
+    for path in sorted(results_dir.glob("*/*.json")):
+        if path.name == "machine.json":
+            continue
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(d, dict) or "results" not in d or "commit_hash" not in d:
+            continue
+        columns = d.get("result_columns") or ["result", "params"]
+        date = pd.to_datetime(d.get("date"), unit="ms", utc=True, errors="coerce") if d.get("date") else pd.NaT
+        for name, entry in (d.get("results") or {}).items():
+            if isinstance(entry, list) and int(d.get("version", 2)) >= 2:
+                rec = dict(zip(columns, entry))
+            elif isinstance(entry, dict):
+                rec = entry
+            else:
+                rec = {"result": entry, "params": []}
+            values, params = rec.get("result"), rec.get("params") or []
+            if values is None:
+                continue
+            if not isinstance(values, list):
+                values = [values]
+            names = (meta.get(name) or {}).get("param_names") or [f"p{i}" for i in range(len(params))]
+            combos = list(itertools.product(*params)) if params else [()]
+            for combo, value in zip(combos, values):
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    continue
+                label = ", ".join(f"{nm}={str(v).strip(chr(39))}" for nm, v in zip(names, combo))
+                rows.append({
+                    "machine": path.parent.name, "commit": str(d["commit_hash"]), "date": date,
+                    "env_name": d.get("env_name", ""), "benchmark": name, "params": label, "value": value,
+                    "unit": (meta.get(name) or {}).get("unit", ""),
+                })
+    return pd.DataFrame(rows, columns=cols)
+
+
+def read_pytest_benchmarks(benchmark_dir: str | os.PathLike = ".benchmarks") -> pd.DataFrame:
+    """Flatten pytest-benchmark's saved runs into one row per (saved run, benchmark).
+
+    pytest-benchmark ``--benchmark-save``/``--benchmark-autosave`` writes
+    ``<benchmark_dir>/<machine-id>/NNNN_<name>.json`` with ``commit_info`` (``id``, ``time``, ``dirty``),
+    ``datetime`` and ``benchmarks``: a list of ``{"name", "fullname", "group", "stats": {"median", "mean",
+    "min", "stddev", "rounds", ...}, "extra_info"}``. Missing directories give an empty frame.
+    Columns: ``machine, run, file, commit, commit_time, dirty, datetime, group, name, fullname, median,
+    mean, min, stddev, rounds, extra_info`` (``extra_info`` as a JSON string).
+    """
+    cols = ["machine", "run", "file", "commit", "commit_time", "dirty", "datetime", "group", "name", "fullname",
+            "median", "mean", "min", "stddev", "rounds", "extra_info"]
+    benchmark_dir = Path(benchmark_dir)
+    if not benchmark_dir.is_dir():
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for path in sorted(benchmark_dir.glob("*/*.json")):
+        m = re.match(r"(\d+)_", path.name)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(d, dict) or not isinstance(d.get("benchmarks"), list):
+            continue
+        ci = d.get("commit_info") or {}
+        for b in d["benchmarks"]:
+            st = b.get("stats") or {}
+            if "median" not in st:
+                continue
+            rows.append({
+                "machine": path.parent.name, "run": int(m.group(1)) if m else -1, "file": path.name,
+                "commit": str(ci.get("id") or "unknown"),
+                "commit_time": pd.to_datetime(ci.get("time"), utc=True, errors="coerce"),
+                "dirty": bool(ci.get("dirty", False)),
+                "datetime": pd.to_datetime(d.get("datetime"), utc=True, errors="coerce"),
+                "group": b.get("group") or "", "name": b.get("name", ""), "fullname": b.get("fullname", ""),
+                "median": float(st["median"]), "mean": float(st.get("mean", np.nan)),
+                "min": float(st.get("min", np.nan)), "stddev": float(st.get("stddev", np.nan)),
+                "rounds": st.get("rounds"), "extra_info": json.dumps(b.get("extra_info") or {}, sort_keys=True),
+            })
+    return pd.DataFrame(rows, columns=cols)
+
+
+# ---------------------------------------------------------------------------------------------------
+# statistics
+
+
+def _params_text(s: str) -> str:
+    try:
+        d = json.loads(s) if isinstance(s, str) else {}
+    except ValueError:
+        return str(s)
+    if not isinstance(d, dict):
+        return str(d)
+    return ",".join(f"{k}={v}" for k, v in sorted(d.items()))
+
+
+def instance_labels(runs: pd.DataFrame) -> pd.Series:
+    """A readable label per run for its problem instance (problem, problem_params, n, device, dtype, eps)."""
+    base = runs["problem"].astype(str) + np.where(runs["dataset"].astype(str) != "", "[" + runs["dataset"].astype(str) + "]", "")
+    n_params = runs.groupby(["problem", "dataset", "n"], dropna=False)["problem_params"].transform("nunique")
+    params = np.where(n_params > 1, " " + runs["problem_params"].map(_params_text), "")
+    multi_eps = runs["eps"].nunique(dropna=False) > 1
+    eps = (" eps=" + runs["eps"].map(lambda e: f"{e:g}")) if multi_eps else ""
+    return base + params + " n=" + runs["n"].astype(str) + " " + runs["device"].astype(str) + "/" + runs["dtype"].astype(str) + eps
+
+
+def convergence_bands(iters: pd.DataFrame, q: tuple[float, float] = (0.25, 0.75)) -> pd.DataFrame:
+    """Median and quantile band over seeds, per (panel, method_label, iter).
+
+    ``iters`` must have ``panel, method_label, iter, grad_norm, time_s, seed``. Returns columns
+    ``panel, method_label, iter, gn_med, gn_lo, gn_hi, time_med, n_seeds``.
+    """
+    g = iters.groupby(["panel", "method_label", "iter"], sort=True)
+    out = pd.DataFrame({
+        "gn_med": g["grad_norm"].median(),
+        "gn_lo": g["grad_norm"].quantile(q[0]),
+        "gn_hi": g["grad_norm"].quantile(q[1]),
+        "time_med": g["time_s"].median(),
+        "n_seeds": g["grad_norm"].size(),
+    }).reset_index()
+    return out
+
+
+def fit_loglog_slopes(runs: pd.DataFrame, y: str = "median_step_s", by: Iterable[str] = (*SCALING_KEYS, "method_label")) -> pd.DataFrame:
+    """Least-squares fit of ``log10 y = slope * log10 n + intercept`` over all runs of each group ``by``.
+
+    Runs with non-finite or non-positive ``y`` are left out; groups with fewer than two distinct n give
+    no row. Returns ``*by, metric, slope, intercept, n_min, n_max, points``.
+    """
+    by = list(by)
+    rows = []
+    ok = runs[np.isfinite(runs[y].astype(float)) & (runs[y].astype(float) > 0) & (runs["n"].astype(float) > 0)]
+    for key, g in ok.groupby(by, sort=True, dropna=False):
+        if g["n"].nunique() < 2:
+            continue
+        slope, intercept = np.polyfit(np.log10(g["n"].astype(float)), np.log10(g[y].astype(float)), 1)
+        rows.append({**dict(zip(by, key)), "metric": y, "slope": float(slope), "intercept": float(intercept),
+                     "n_min": int(g["n"].min()), "n_max": int(g["n"].max()), "points": len(g)})
+    return pd.DataFrame(rows, columns=[*by, "metric", "slope", "intercept", "n_min", "n_max", "points"])
+
+
+def time_to_eps_matrix(runs: pd.DataFrame) -> pd.DataFrame:
+    """t[p, m]: median over seeds of ``time_to_eps`` per instance p and method_label m, unsolved = inf.
+
+    Index: the instance keys (``INSTANCE_KEYS``); columns: method labels. A method not run on an
+    instance gets +inf too (it did not solve it).
+    """
+    t = runs.assign(_t=runs["time_to_eps"].astype(float).fillna(np.inf))
+    med = t.groupby([*INSTANCE_KEYS, "method_label"], dropna=False)["_t"].median()
+    return med.unstack("method_label").fillna(np.inf)
+
+
+def performance_profile(runs: pd.DataFrame, taus: np.ndarray | None = None) -> pd.DataFrame:
+    """Dolan-More profile rho_m(tau) = fraction of instances with t[p, m] <= tau * min_m t[p, m].
+
+    ``taus`` default: 200 points log-spaced from 1 to 1.1 x the largest finite ratio (at least 10).
+    Returns columns ``method_label, tau, fraction`` (fraction in [0, 1], non-decreasing in tau).
+    """
+    t = time_to_eps_matrix(runs).to_numpy(dtype=float)
+    best = t.min(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(np.isfinite(best), t / best, np.inf)
+    finite = ratio[np.isfinite(ratio)]
+    if taus is None:
+        top = max(10.0, 1.1 * float(finite.max())) if finite.size else 10.0
+        taus = np.unique(np.concatenate([[1.0], np.logspace(0, math.log10(top), 200)]))
+    labels = time_to_eps_matrix(runs).columns
+    rows = []
+    for j, lab in enumerate(labels):
+        frac = (ratio[:, j][None, :] <= np.asarray(taus)[:, None]).mean(axis=1)
+        rows += [{"method_label": lab, "tau": float(tt), "fraction": float(f)} for tt, f in zip(taus, frac)]
+    return pd.DataFrame(rows, columns=["method_label", "tau", "fraction"])
+
+
+def strip_k(label: str) -> str:
+    """``adagrad_bma(k=8,variant=exact)`` -> ``adagrad_bma(variant=exact)``; ``newton_bma(k=4)`` -> ``newton_bma``."""
+    s = re.sub(r"(?<=[(,])k=[^,)]*,?", "", str(label))
+    s = s.replace(",)", ")")
+    return s[:-2] if s.endswith("()") else s
+
+
+# ---------------------------------------------------------------------------------------------------
+# sections
+
+
+@dataclass
+class Figure:
+    caption: str
+    png: str  # base64 PNG
+
+
+@dataclass
+class Table:
+    caption: str
+    frame: pd.DataFrame
+    table_id: str
+    html: str = ""
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    blocks: list = field(default_factory=list)
+    note: str | None = None  # set when the section is omitted: what to run to get it
+    intro: str = ""
+    warn: bool = False  # intro shown as a warning (diverged runs)
+
+    @property
+    def figures(self) -> list[Figure]:
+        return [b for b in self.blocks if isinstance(b, Figure)]
+
+
+def _fig(caption: str, fig) -> Figure:
+    return Figure(caption, F.to_png_base64(fig))
+
+
+def _fmt(v, digits: int = 4):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, (float, np.floating)):
+        if math.isinf(v):
+            return "inf"
+        return f"{v:.{digits}g}"
+    return v
+
+
+def _table(caption: str, frame: pd.DataFrame, table_id: str, floats: str = "{:.4g}") -> Table:
+    shown = frame.head(MAX_TABLE_ROWS)
+    html = shown.to_html(index=False, classes=["data", "table"], table_id=table_id, na_rep="",
+                         float_format=lambda v: "inf" if np.isinf(v) else floats.format(v), border=0,
+                         escape=True)
+    if len(frame) > MAX_TABLE_ROWS:
+        caption = f"{caption} (first {MAX_TABLE_ROWS} of {len(frame)} rows)"
+    return Table(caption, frame, table_id, html)
+
+
+def _short(commit) -> str:
+    s = str(commit) if commit is not None and not (isinstance(commit, float) and math.isnan(commit)) else "unknown"
+    return s[:10]
+
+
+def _uniq(series: pd.Series) -> str:
+    vals = [str(v) for v in series.dropna().unique() if str(v) not in ("", "nan", "None")]
+    return ", ".join(sorted(vals)) if vals else "(not recorded)"
+
+
+def section_header(runs: pd.DataFrame, iters: pd.DataFrame) -> Section:
+    sec = Section("runs", "Runs and environment")
+    commits = runs.groupby("git_commit", dropna=False).agg(
+        dirty=("git_dirty", "max") if "git_dirty" in runs else ("run_id", "size"),
+        runs=("run_id", "size"),
+    ).reset_index() if "git_commit" in runs else pd.DataFrame()
+    commit_text = ", ".join(f"{_short(r.git_commit)}{' (dirty)' if 'git_dirty' in runs and bool(r.dirty) else ''}"
+                            for r in commits.itertuples()) if len(commits) else "(not recorded)"
+    ts = pd.to_datetime(runs["timestamp"], utc=True, errors="coerce") if "timestamp" in runs else pd.Series(dtype="datetime64[ns, UTC]")
+    span = f"{ts.min():%Y-%m-%d %H:%M} to {ts.max():%Y-%m-%d %H:%M} UTC" if ts.notna().any() else "(not recorded)"
+    env = pd.DataFrame([
+        ("machine", _uniq(runs["machine"])), ("CPU", _uniq(runs["cpu"])), ("GPU", _uniq(runs["gpu"])),
+        ("torch", _uniq(runs["torch_version"])), ("precond_core", _uniq(runs["precond_version"])),
+        ("commits", commit_text), ("suites", _uniq(runs["suite"])), ("runs", str(len(runs))),
+        ("iteration rows", str(len(iters))), ("problems", _uniq(runs["problem"])),
+        ("methods", str(runs["method_label"].nunique())), ("devices", _uniq(runs["device"])),
+        ("dtypes", _uniq(runs["dtype"])), ("seeds", _uniq(runs["seed"].astype(str))), ("recorded", span),
+    ], columns=["field", "value"])
+    sec.blocks.append(_table("Environment of the stored runs", env, "table-environment"))
+    stops = pd.crosstab(runs["method_label"], runs["stop_reason"], margins=True, margins_name="total")
+    stops = stops.reset_index().rename(columns={"method_label": "method"})
+    stops.columns.name = None
+    sec.blocks.append(_table("Stop reasons per method (number of runs)", stops, "table-stop-reasons"))
+    div = runs[runs["stop_reason"].astype(str) == "diverged"]
+    if len(div):
+        cols = [c for c in ("run_id", "problem", "dataset", "n", "method_label", "device", "dtype", "seed",
+                            "iterations", "final_grad_norm", "final_loss") if c in div]
+        sec.blocks.append(_table(f"Diverged runs: {len(div)} of {len(runs)}", div[cols], "table-diverged"))
+    sec.intro = (f"{len(div)} of {len(runs)} runs diverged." if len(div) else "No run diverged.")
+    sec.warn = bool(len(div))
+    return sec
+
+
+def section_convergence(runs: pd.DataFrame, iters: pd.DataFrame, colours) -> Section:
+    sec = Section("convergence", "Convergence: gradient norm against iteration and wall time")
+    if iters is None or iters.empty:
+        sec.note = "the store holds no per-iteration rows: run a sweep that records iterations"
+        return sec
+    meta = runs[["run_id", "problem", "dataset", "problem_params", "n", "device", "dtype", "eps", "method_label"]].copy()
+    meta["panel"] = instance_labels(runs).to_numpy()
+    it = iters[["run_id", "iter", "grad_norm", "time_s"] + (["seed"] if "seed" in iters else [])].merge(meta, on="run_id", how="inner")
+    it = it[np.isfinite(it["grad_norm"].astype(float)) & (it["grad_norm"].astype(float) > 0)]
+    if it.empty:
+        sec.note = "no finite positive gradient norms in the iteration table"
+        return sec
+    bands = convergence_bands(it)
+    panels = meta.drop_duplicates("panel").sort_values(["problem", "dataset", "device", "dtype", "n"])
+    count = 0
+    for key, grp in panels.groupby(SCALING_KEYS, sort=True, dropna=False):
+        rows = [(r.panel, float(r.eps)) for r in grp.itertuples()]
+        for start in range(0, len(rows), 4):
+            if count >= MAX_FIGURES_PER_SECTION:
+                break
+            chunk = rows[start:start + 4]
+            fig = F.convergence(bands[bands["panel"].isin([p for p, _ in chunk])], chunk, colours)
+            sec.blocks.append(_fig(f"{key[0]}: median gradient norm over seeds with the 25-75 % band; dotted line: eps", fig))
+            count += 1
+    sec.intro = "Lines: median over seeds at each iteration; band: 25 % to 75 % quantiles; right: against the median wall time."
+    return sec
+
+
+def section_scaling(runs: pd.DataFrame, colours) -> Section:
+    sec = Section("scaling", "Cost scaling with n: time per step and state memory")
+    ts = fit_loglog_slopes(runs, "median_step_s")
+    ms = fit_loglog_slopes(runs, "state_bytes")
+    if ts.empty and ms.empty:
+        sec.note = HOW_TO["scaling"]
+        return sec
+    slopes = pd.concat([ts, ms], ignore_index=True)
+    count = 0
+    for key, g in runs.groupby(SCALING_KEYS, sort=True, dropna=False):
+        if g["n"].nunique() < 2 or count >= MAX_FIGURES_PER_SECTION:
+            continue
+        pts = g.groupby(["method_label", "n"])[["median_step_s", "state_bytes"]].median().reset_index()
+        sl = slopes
+        for k, v in zip(SCALING_KEYS, key):
+            sl = sl[sl[k] == v]
+        title = f"{key[0]}{'[' + key[1] + ']' if key[1] else ''} {key[2]}/{key[3]}"
+        fig = F.loglog_scaling(pts, sl, [("median_step_s", "median time per step (s)"), ("state_bytes", "state memory (bytes)")],
+                               colours, title)
+        sec.blocks.append(_fig(f"{title}: per-n medians over seeds (points) and the least-squares fit over all runs (dashed)", fig))
+        count += 1
+    tab = ts.rename(columns={"slope": "time slope", "points": "time runs"})[[*SCALING_KEYS, "method_label", "n_min", "n_max", "time slope", "time runs"]]
+    mem = ms.rename(columns={"slope": "memory slope"})[[*SCALING_KEYS, "method_label", "memory slope"]]
+    tab = tab.merge(mem, on=[*SCALING_KEYS, "method_label"], how="outer").sort_values([*SCALING_KEYS, "method_label"])
+    sec.blocks.append(_table("Fitted slopes of log10(median_step_s) and log10(state_bytes) against log10(n), least squares over all runs",
+                             tab, "table-slopes"))
+    sec.intro = "A slope of 1 means cost linear in n, 2 quadratic; runs with zero state are left out of the memory fit."
+    return sec
+
+
+def section_blocks(runs: pd.DataFrame, colours) -> Section:
+    sec = Section("blocks", "Block count k: iterations and time to eps")
+    kr = runs[runs["k"].notna()].copy()
+    if kr.empty:
+        sec.note = HOW_TO["blocks"]
+        return sec
+    kr["method_label_nok"] = kr["method_label"].map(strip_k)
+    kr["_it"] = kr["iters_to_eps"].fillna(np.inf)
+    kr["_t"] = kr["time_to_eps"].fillna(np.inf)
+    agg = kr.groupby([*SCALING_KEYS, "method_label_nok", "n", "k"], dropna=False).agg(
+        iters_to_eps=("_it", "median"), time_to_eps=("_t", "median"),
+        solved=("iters_to_eps", lambda s: int(s.notna().sum())), seeds=("run_id", "size")).reset_index()
+    agg["k"] = agg["k"].astype(int)
+    plot = agg.replace([np.inf], np.nan)
+    nok_colours = F.palette(agg["method_label_nok"])
+    count = 0
+    for key, g in plot.groupby(SCALING_KEYS, sort=True, dropna=False):
+        if count >= MAX_FIGURES_PER_SECTION:
+            break
+        title = f"{key[0]}{'[' + key[1] + ']' if key[1] else ''} {key[2]}/{key[3]}"
+        sec.blocks.append(_fig(f"{title}: medians over seeds against k (seeds that did not reach eps count as infinite)",
+                               F.block_count(g, nok_colours, title)))
+        count += 1
+    sec.blocks.append(_table("Iterations and time to eps against k (median over seeds; inf: most seeds did not reach eps)",
+                             agg.rename(columns={"method_label_nok": "method"}), "table-blocks"))
+    return sec
+
+
+def section_profile(runs: pd.DataFrame, colours) -> Section:
+    sec = Section("profile", "Time to eps and performance profile")
+    ttm = time_to_eps_matrix(runs)
+    solved = runs.assign(_s=runs["time_to_eps"].notna()).groupby([*INSTANCE_KEYS, "method_label"], dropna=False)["_s"].agg(["sum", "size"])
+    labels = runs.assign(_l=instance_labels(runs)).groupby(INSTANCE_KEYS, dropna=False)["_l"].first()
+    cells = {}
+    for lab in ttm.columns:
+        col = []
+        for inst in ttm.index:
+            if (*inst, lab) in solved.index:
+                s, n = solved.loc[(*inst, lab)]
+                t = ttm.loc[inst, lab]
+                col.append(f"{t:.3g} s ({s}/{n})" if np.isfinite(t) else f"not reached ({s}/{n})")
+            else:
+                col.append("not run")
+        cells[lab] = col
+    table = pd.DataFrame(cells, index=[labels.loc[i] for i in ttm.index])
+    table.index.name = "problem instance"
+    sec.blocks.append(_table("Time to eps: median over seeds (seeds that reached eps / seeds)", table.reset_index(), "table-time-to-eps"))
+    if ttm.shape[1] < 2:
+        sec.note = None
+        sec.intro = "A performance profile needs two or more methods: " + HOW_TO["profile"] + "."
+        return sec
+    prof = performance_profile(runs)
+    sec.blocks.insert(0, _fig(f"Fraction of the {ttm.shape[0]} problem instances that each method solves within a factor tau of the fastest",
+                              F.performance_profile(prof, colours, ttm.shape[0])))
+    at = prof.groupby("method_label")["fraction"].agg(**{"rho(1)": "first", "rho(max tau)": "last"}).reset_index()
+    sec.blocks.append(_table("Performance profile: fraction of instances where the method is fastest (tau = 1) and solved at all",
+                             at, "table-profile"))
+    sec.intro = ("A problem instance is (problem, problem_params, n, device, dtype, eps); the time is the median over seeds, "
+                 "unsolved or not run counts as infinite.")
+    return sec
+
+
+def section_devices(runs: pd.DataFrame) -> Section:
+    sec = Section("devices", "CPU vs CUDA")
+    types = set(runs["device_type"].astype(str))
+    if not ({"cpu", "cuda"} <= types):
+        sec.note = HOW_TO["devices"]
+        return sec
+    r = runs[runs["device_type"].isin(["cpu", "cuda"])]
+    keys = ["problem", "dataset", "n", "dtype", "method_label"]
+    med = r.groupby([*keys, "device_type"], dropna=False)["median_step_s"].median().unstack("device_type")
+    med = med.dropna(subset=["cpu", "cuda"]).reset_index()
+    if med.empty:
+        sec.note = "no (problem, n, dtype, method) was run on both CPU and CUDA: run the same sweep on both devices"
+        return sec
+    med["cuda/cpu"] = med["cuda"] / med["cpu"]
+    count = 0
+    for key, g in med.groupby(["problem", "dataset", "dtype"], sort=True, dropna=False):
+        if count >= MAX_FIGURES_PER_SECTION:
+            break
+        n = int(g["n"].max())
+        g = g[g["n"] == n]
+        long = g.melt(id_vars=["method_label"], value_vars=["cpu", "cuda"], var_name="device", value_name="median_step_s")
+        title = f"{key[0]}{'[' + key[1] + ']' if key[1] else ''} n={n} {key[2]}"
+        sec.blocks.append(_fig(f"{title}: median time per step, CPU and CUDA side by side", F.device_comparison(long, title)))
+        count += 1
+    sec.blocks.append(_table("Median time per step (s) per device and the cuda/cpu ratio (below 1: CUDA faster)",
+                             med.rename(columns={"cpu": "cpu median_step_s", "cuda": "cuda median_step_s"}), "table-devices"))
+    return sec
+
+
+def section_theory(runs: pd.DataFrame, colours) -> Section:
+    sec = Section("theory", "Measured iterations beside the talk's iteration bound")
+    t = runs[np.isfinite(runs["theory_bound"]) & (runs["theory_bound"] > 0)]
+    if t.empty:
+        sec.note = HOW_TO["theory"]
+        return sec
+    pts = t[t["iters_to_eps"].notna()]
+    if len(pts):
+        sec.blocks.append(_fig("One point per run that reached eps; below the dashed line the run beat the bound",
+                               F.theory_vs_measured(pts, colours)))
+    tab = t[["run_id", "problem", "n", "method_label", "seed", "stop_reason", "iters_to_eps", "theory_bound"]].copy()
+    tab["measured/bound"] = tab["iters_to_eps"] / tab["theory_bound"]
+    sec.blocks.append(_table("Iterations to eps against the bound K per run (empty: eps not reached)", tab, "table-theory"))
+    return sec
+
+
+def section_store_history(runs: pd.DataFrame) -> Section:
+    sec = Section("store-history", "History over commits: results store")
+    if "git_commit" not in runs or runs["git_commit"].nunique() < 2:
+        sec.note = HOW_TO["store_history"]
+        return sec
+    r = runs.assign(_ts=pd.to_datetime(runs["timestamp"], utc=True, errors="coerce") if "timestamp" in runs else pd.NaT)
+    order = r.groupby("git_commit")["_ts"].min().sort_values(kind="stable")
+    pos = {c: i for i, c in enumerate(order.index)}
+    ticks = [_short(c) for c in order.index]
+    keys = [*SCALING_KEYS, "n", "method_label"]
+    med = r.groupby([*keys, "git_commit"], dropna=False)["median_step_s"].median().reset_index()
+    med["position"] = med["git_commit"].map(pos)
+    count = 0
+    for key, g in med.groupby(SCALING_KEYS, sort=True, dropna=False):
+        multi = g.groupby("n")["git_commit"].nunique()
+        multi = multi[multi >= 2]
+        if multi.empty or count >= MAX_FIGURES_PER_SECTION:
+            continue
+        n = int(multi.index.max())
+        g = g[g["n"] == n]
+        title = f"{key[0]}{'[' + key[1] + ']' if key[1] else ''} n={n} {key[2]}/{key[3]}"
+        sec.blocks.append(_fig(f"{title}: median time per step per method over commits (oldest first)",
+                               F.history(g, x="position", y="median_step_s", hue="method_label", xticklabels=ticks,
+                                         ylabel="median time per step (s)", title=title)))
+        count += 1
+    if not sec.blocks:
+        sec.note = "no (problem, n, method) was run at two or more commits: " + HOW_TO["store_history"]
+        return sec
+    wide = med.assign(commit=med["git_commit"].map(_short)).pivot_table(
+        index=keys, columns="commit", values="median_step_s", aggfunc="median", dropna=False)
+    wide = wide[[t for t in ticks if t in wide.columns]].dropna(how="all").reset_index()
+    wide.columns.name = None
+    sec.blocks.append(_table("Median time per step (s) per commit (oldest first)", wide, "table-store-history"))
+    return sec
+
+
+def section_asv(asv: pd.DataFrame) -> Section:
+    sec = Section("asv-history", "History over commits: asv")
+    if asv.empty:
+        sec.note = HOW_TO["asv"]
+        return sec
+    asv = asv.copy()
+    asv["series"] = np.where(asv["machine"].nunique() > 1, asv["machine"] + " ", "") + asv["params"].replace("", "(no params)")
+    order = asv.groupby("commit")["date"].min().sort_values(kind="stable")
+    pos = {c: i for i, c in enumerate(order.index)}
+    ticks = [_short(c) for c in order.index]
+    asv["position"] = asv["commit"].map(pos)
+    count = 0
+    for name, g in asv.groupby("benchmark", sort=True):
+        if count >= MAX_FIGURES_PER_SECTION:
+            break
+        unit = g["unit"].iloc[0] or "value"
+        sec.blocks.append(_fig(f"asv benchmark {name} over commits (oldest first)",
+                               F.history(g, x="position", y="value", hue="series", xticklabels=ticks, ylabel=unit,
+                                         title=name, logy=True)))
+        count += 1
+    first = asv.sort_values("position").groupby(["benchmark", "params", "machine"])
+    summ = first.agg(commits=("commit", "nunique"), first=("value", "first"), last=("value", "last"),
+                     unit=("unit", "first")).reset_index()
+    summ["last/first"] = summ["last"] / summ["first"]
+    sec.blocks.append(_table("asv: first and latest value per benchmark and parameters", summ, "table-asv"))
+    return sec
+
+
+def section_pytest_benchmark(pb: pd.DataFrame) -> Section:
+    sec = Section("pytest-benchmark-history", "History over saved runs: pytest-benchmark")
+    if pb.empty:
+        sec.note = HOW_TO["pytest_benchmark"]
+        return sec
+    pb = pb.sort_values(["datetime", "machine", "run"], kind="stable").copy()
+    runs_order = pb.drop_duplicates(["machine", "run", "file"])[["machine", "run", "file", "commit"]].reset_index(drop=True)
+    pos = {(r.machine, r.file): i for i, r in enumerate(runs_order.itertuples())}
+    ticks = [f"{r.run:04d} {_short(r.commit)[:7]}" for r in runs_order.itertuples()]
+    pb["position"] = [pos[(m, f)] for m, f in zip(pb["machine"], pb["file"])]
+    count = 0
+    for group, g in pb.groupby("group", sort=True):
+        if count >= MAX_FIGURES_PER_SECTION:
+            break
+        title = f"group {group}" if group else "pytest-benchmark"
+        sec.blocks.append(_fig(f"{title}: median time per saved run (oldest first)",
+                               F.history(g, x="position", y="median", hue="name", xticklabels=ticks,
+                                         ylabel="median time (s)", title=title)))
+        count += 1
+    summ = pb.groupby(["machine", "name"]).agg(runs=("run", "nunique"), first=("median", "first"), last=("median", "last"),
+                                                extra_info=("extra_info", "last")).reset_index()
+    summ["last/first"] = summ["last"] / summ["first"]
+    sec.blocks.append(_table("pytest-benchmark: first and latest median per benchmark", summ, "table-pytest-benchmark"))
+    return sec
+
+
+def collect_sections(runs: pd.DataFrame, iters: pd.DataFrame, asv: pd.DataFrame | None = None,
+                     pb: pd.DataFrame | None = None) -> list[Section]:
+    """Build every section (figures rendered, tables as frames + HTML) from the tables."""
+    runs = _normalize_runs(runs) if "device_type" not in runs else runs
+    colours = F.palette(runs["method_label"].astype(str))
+    return [
+        section_header(runs, iters),
+        section_convergence(runs, iters, colours),
+        section_scaling(runs, colours),
+        section_blocks(runs, colours),
+        section_profile(runs, colours),
+        section_devices(runs),
+        section_theory(runs, colours),
+        section_store_history(runs),
+        section_asv(asv if asv is not None else pd.DataFrame()),
+        section_pytest_benchmark(pb if pb is not None else pd.DataFrame()),
+    ]
+
+
+def render_html(sections: list[Section], title: str) -> str:
+    """Render the sections with the jinja2 template (autoescaped; tables and images inserted as markup)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    tpl = env.get_template("report.html.j2")
+    n_fig = sum(len(s.figures) for s in sections)
+    return tpl.render(title=title, sections=sections, n_figures=n_fig, Figure=Figure, Table=Table,
+                      generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def build_report(store_dir: str | os.PathLike, out_path: str | os.PathLike, *, asv_results_dir: str | os.PathLike = ".asv/results",
+                 benchmark_dir: str | os.PathLike = ".benchmarks", title: str | None = None) -> Path:
+    """Write the HTML report of the results store ``store_dir`` to ``out_path`` (atomically) and return its path.
+
+    Raises ``ReportError`` naming ``store_dir`` when the store holds no runs. asv and pytest-benchmark
+    histories are read from ``asv_results_dir`` and ``benchmark_dir`` when they exist (sections are
+    omitted with a note otherwise).
+    """
+    runs, iters = load_tables(store_dir)
+    asv = read_asv_results(asv_results_dir)
+    pb = read_pytest_benchmarks(benchmark_dir)
+    sections = collect_sections(runs, iters, asv, pb)
+    out = Path(out_path)
+    html = render_html(sections, title or f"precond_core performance report ({len(runs)} runs)")
+    _write_atomic(out, html)
+    return out

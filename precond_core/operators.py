@@ -1,0 +1,853 @@
+"""Structured linear operators: the curvature matrices D of the preconditioned methods.
+
+Every operator is an n x n matrix ``D`` that is never formed. The interface (base class ``Operator``):
+
+- ``n``, ``dtype``, ``device``;
+- ``mv(v)`` = D v;
+- ``solve(v, shift=0.0)`` = (D + shift I)^{-1} v;
+- ``power(v, p, shift=0.0)`` = (D + shift I)^p v for symmetric D. ``p = 1`` is ``mv(v) + shift v`` and
+  ``p = -1`` is ``solve(v, shift)`` exactly (no clamping); ``p = 0`` returns a copy of v. For any other
+  ``p`` the eigenvalues t of D + shift I are clamped first: at 0 before a positive non-integer power, and
+  at the floor ``eig_floor(scale)`` = max(eps(dtype) * scale, sqrt(tiny(dtype))) before a negative power,
+  where ``scale`` is the largest |t| of the operator (of the block, for ``BlockDiagonal``). So a PSD
+  operator never gives NaN/inf, and a singular one gives large but finite values;
+- ``nbytes``: bytes of every tensor the operator holds (cached factorizations included);
+- ``to_dense()``: the n x n matrix (tests and tiny problems only), built independently of ``mv``.
+
+``v`` is a vector (n,) or a matrix (n, m) of column vectors. ``shift`` is a Python number or a 0-d tensor
+(step rules pass tensors; no operator calls ``.item()`` on it). Validation raises ``ValueError`` naming the
+argument; value checks that would need a device-to-host copy (positivity, symmetry) are documented, not run.
+
+Classes and costs (vector right-hand side; a matrix with m columns multiplies the O(n ...) terms by m):
+
+==========================  ===========================  ==================  ============  ==========================  ==========================
+class                       D                            memory              mv            solve                       power
+==========================  ===========================  ==================  ============  ==========================  ==========================
+``Scalar(n, c)``            c I (``Identity``: c = 1)    O(1)                O(n)          O(n)                        O(n)
+``Diagonal(d)``             diag(d)                      O(n)                O(n)          O(n)                        O(n)
+``LowRank(U, C, base)``     base I + U C U^T (n x r)     O(n r)              O(n r)        O(n r + r^3) (+ n r^2 once)  O(n r) (+ n r^2 once)
+``RankOne(a, b, base)``     base I + a b^T (non-sym.)    O(n)                O(n)          O(n) Sherman-Morrison        p in {0, 1, -1} only
+``Dense(M)``                M                            O(n^2)              O(n^2)        O(n^3)                      O(n^2) (+ n^3 once)
+``BlockDiagonal(blocks)``   diag(D_1, ..., D_k)          sum of blocks       sum           sum                         sum
+``BlockMean(lam, B, s)``    Lambda_bar + B_bar           O(k^2) + n int64    O(n + k^2)    O(n + k^3)                  O(n + k^3)
+``Kronecker(A, B)``         A kron B (p x p, q x q)      O(p^2 + q^2)        O(n (p+q))    O(n (p+q)) (+ p^3+q^3 once)  O(n (p+q)) (+ p^3+q^3 once)
+``Scaled(op, z)``           Z op Z, Z = diag(z)          op + O(n)           op + O(n)     op + O(n) (shift 0 only)     op + O(n) (scaled power)
+==========================  ===========================  ==================  ============  ==========================  ==========================
+
+"once" marks a factorization cached on the operator (Gram matrix, thin QR + r x r eigh, eigh of the factors)
+and reused by later calls with any shift or power.
+
+Pure functions: ``push_through_solve``, ``woodbury_solve``, ``sherman_morrison_solve`` (the low-rank solves),
+``block_sums`` (E^T v), ``expand`` (E w), ``block_index``, ``block_mean_approximation`` (Frobenius-optimal
+block mean of a dense matrix), ``block_mean_from_stats`` (the same from AdaGrad block statistics),
+``block_mean_inverse_formula`` and ``block_mean_inv_sqrt_formula`` (the two closed forms of METHODS.md
+section 3), ``eig_floor``.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from numbers import Real
+from typing import Sequence
+
+import torch
+
+from .problems.base import check_partition
+
+__all__ = [
+    "Operator", "Scalar", "Identity", "Diagonal", "LowRank", "RankOne", "Dense", "BlockDiagonal",
+    "BlockMean", "Kronecker", "Scaled",
+    "push_through_solve", "woodbury_solve", "sherman_morrison_solve",
+    "block_index", "block_sums", "expand", "block_mean_approximation", "block_mean_from_stats",
+    "block_mean_inverse_formula", "block_mean_inv_sqrt_formula", "eig_floor",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------------------------------
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    a, b = torch.device(a), torch.device(b)
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def _check_tensor(t, name: str, *, ndim: int | None = None, shape: tuple | None = None,
+                  like: torch.Tensor | None = None, like_name: str | None = None) -> torch.Tensor:
+    """Return ``t`` after checking it is a real floating tensor of the given rank/shape, matching ``like``."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must have a real floating dtype (float32/float64), got {t.dtype}")
+    if ndim is not None and t.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D tensor, got shape {tuple(t.shape)}")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    if like is not None:
+        other = like_name or "the other factors"
+        if t.dtype != like.dtype:
+            raise ValueError(f"{name} has dtype {t.dtype} but {other} has {like.dtype}; all factors must share one dtype")
+        if not _same_device(t.device, like.device):
+            raise ValueError(f"{name} is on {t.device} but {other} is on {like.device}; all factors must share one device")
+    return t
+
+
+def _check_square(t, name: str, like: torch.Tensor | None = None, like_name: str | None = None) -> torch.Tensor:
+    t = _check_tensor(t, name, ndim=2, like=like, like_name=like_name)
+    if t.shape[0] != t.shape[1]:
+        raise ValueError(f"{name} must be square, got shape {tuple(t.shape)}")
+    return t
+
+
+def _check_sizes(sizes, name: str = "sizes", k: int | None = None) -> tuple[int, ...]:
+    """Validate a partition given without n (n = its sum); optionally require k blocks."""
+    if isinstance(sizes, torch.Tensor):
+        sizes = sizes.tolist()
+    try:
+        total = sum(int(s) for s in sizes)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of positive integer block sizes, got {sizes!r}") from None
+    sizes = check_partition(sizes, total, name)
+    if k is not None and len(sizes) != k:
+        raise ValueError(f"{name} must have {k} blocks (one per entry of lam / row of B), got {len(sizes)}: {sizes!r}")
+    return sizes
+
+
+def _as_scalar(x, name: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A Python number or 0-d tensor -> 0-d tensor of dtype on device."""
+    if isinstance(x, torch.Tensor):
+        if x.ndim != 0:
+            raise ValueError(f"{name} must be a Python number or a 0-d tensor, got shape {tuple(x.shape)}")
+        return x.to(dtype=dtype, device=device)
+    if isinstance(x, bool) or not isinstance(x, Real):
+        raise ValueError(f"{name} must be a Python number or a 0-d tensor, got {type(x).__name__}")
+    if not math.isfinite(float(x)):
+        raise ValueError(f"{name} must be finite, got {x!r}")
+    return torch.tensor(float(x), dtype=dtype, device=device)
+
+
+def _check_p(p) -> float:
+    if isinstance(p, bool) or not isinstance(p, Real) or not math.isfinite(float(p)):
+        raise ValueError(f"p must be a finite Python number, got {p!r}")
+    return float(p)
+
+
+def _is_zero(shift) -> bool:
+    return not isinstance(shift, torch.Tensor) and shift == 0
+
+
+def _col(d: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Broadcast a length-n vector against v of shape (n,) or (n, m)."""
+    return d if v.ndim == 1 else d.unsqueeze(-1)
+
+
+def _nbytes_of(obj, seen: set) -> int:
+    if isinstance(obj, torch.Tensor):
+        key = (obj.data_ptr(), obj.numel(), obj.dtype)
+        if key in seen:
+            return 0
+        seen.add(key)
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, Operator):
+        return sum(_nbytes_of(x, seen) for x in vars(obj).values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes_of(x, seen) for x in obj)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# eigenvalue powers
+# --------------------------------------------------------------------------------------------------
+def eig_floor(scale: torch.Tensor) -> torch.Tensor:
+    """Floor applied to eigenvalues before a negative power: max(eps(dtype) * scale, sqrt(tiny(dtype))).
+
+    ``scale`` is a 0-d tensor (the largest |eigenvalue|). Eigenvalues below eps * scale are roundoff for
+    a symmetric eigensolver; sqrt(tiny) keeps t^p finite for |p| <= 2 when the whole operator is zero.
+    """
+    fi = torch.finfo(scale.dtype)
+    return torch.clamp(scale * fi.eps, min=math.sqrt(fi.tiny))
+
+
+def _pow_eigs(t: torch.Tensor, p: float, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """t^p elementwise with the clamping rule of the module docstring (scale defaults to max |t|)."""
+    if p == 0:
+        return torch.ones_like(t)
+    if p > 0:
+        return t ** int(p) if float(p).is_integer() else t.clamp(min=0) ** p
+    if scale is None:
+        scale = t.abs().max()
+    return torch.maximum(t, eig_floor(scale)) ** p
+
+
+def _eig_apply(W: torch.Tensor, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """W diag(h) W^T v."""
+    return W @ (_col(h, v) * (W.T @ v))
+
+
+# --------------------------------------------------------------------------------------------------
+# base class
+# --------------------------------------------------------------------------------------------------
+class Operator:
+    """An n x n linear operator D; see the module docstring for the interface and the power rule."""
+
+    n: int
+    dtype: torch.dtype
+    device: torch.device
+
+    def _check_v(self, v, name: str = "v") -> torch.Tensor:
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor of shape ({self.n},) or ({self.n}, m), got {type(v).__name__}")
+        if v.ndim not in (1, 2) or v.shape[0] != self.n:
+            raise ValueError(f"{name} must have shape ({self.n},) or ({self.n}, m), got {tuple(v.shape)}")
+        if v.dtype != self.dtype:
+            raise ValueError(f"{name} has dtype {v.dtype}, the operator uses {self.dtype}")
+        if not _same_device(v.device, self.device):
+            raise ValueError(f"{name} is on {v.device}, the operator is on {self.device}")
+        return v
+
+    def _shift(self, shift) -> torch.Tensor | float:
+        """Validate ``shift``; Python numbers stay Python floats (no device copy)."""
+        if isinstance(shift, torch.Tensor):
+            if shift.ndim != 0:
+                raise ValueError(f"shift must be a Python number or a 0-d tensor, got shape {tuple(shift.shape)}")
+            if not (shift.device.type == "cpu" or _same_device(shift.device, self.device)):
+                raise ValueError(f"shift is on {shift.device}, the operator is on {self.device}")
+            return shift.to(self.dtype)
+        if isinstance(shift, bool) or not isinstance(shift, Real) or not math.isfinite(float(shift)):
+            raise ValueError(f"shift must be a finite Python number or a 0-d tensor, got {shift!r}")
+        return float(shift)
+
+    def mv(self, v: torch.Tensor) -> torch.Tensor:
+        """D v."""
+        raise NotImplementedError
+
+    def solve(self, v: torch.Tensor, shift=0.0) -> torch.Tensor:
+        """(D + shift I)^{-1} v."""
+        raise NotImplementedError
+
+    def power(self, v: torch.Tensor, p: float, shift=0.0) -> torch.Tensor:
+        """(D + shift I)^p v: p = 1 -> mv, p = -1 -> solve (exact), p = 0 -> v, else ``_power`` (clamped)."""
+        p = _check_p(p)
+        shift = self._shift(shift)
+        if p == 1:
+            out = self.mv(v)
+            return out if _is_zero(shift) else out + shift * v
+        if p == -1:
+            return self.solve(v, shift)
+        v = self._check_v(v)
+        if p == 0:
+            return v.clone()
+        return self._power(v, p, shift)
+
+    def _power(self, v: torch.Tensor, p: float, shift) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not implement power p={p}")
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all tensors held (shared tensors counted once)."""
+        return _nbytes_of(self, set())
+
+    def to_dense(self) -> torch.Tensor:
+        """The n x n matrix (tests and tiny problems only)."""
+        return self.mv(torch.eye(self.n, dtype=self.dtype, device=self.device))
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        return self.mv(v)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n={self.n}, dtype={self.dtype}, device={self.device})"
+
+
+# --------------------------------------------------------------------------------------------------
+# scalar, identity, diagonal
+# --------------------------------------------------------------------------------------------------
+class Scalar(Operator):
+    """D = c I. ``c``: Python number or 0-d tensor (converted to dtype/device). Memory O(1), all ops O(n)."""
+
+    def __init__(self, n: int, c=1.0, dtype: torch.dtype | None = None, device=None):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if dtype is None:
+            dtype = c.dtype if isinstance(c, torch.Tensor) and c.is_floating_point() else torch.float64
+        if device is None:
+            device = c.device if isinstance(c, torch.Tensor) else torch.device("cpu")
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a real floating torch.dtype, got {dtype!r}")
+        self.n = n
+        self.c = _as_scalar(c, "c", dtype, torch.device(device))
+        self.dtype, self.device = dtype, self.c.device
+
+    def mv(self, v):
+        return self.c * self._check_v(v)
+
+    def solve(self, v, shift=0.0):
+        return self._check_v(v) / (self.c + self._shift(shift))
+
+    def _power(self, v, p, shift):
+        t = self.c + shift
+        return _pow_eigs(t, p, t.abs()) * v
+
+    def to_dense(self):
+        return self.c * torch.eye(self.n, dtype=self.dtype, device=self.device)
+
+
+class Identity(Scalar):
+    """D = I (``Scalar`` with c = 1)."""
+
+    def __init__(self, n: int, dtype: torch.dtype = torch.float64, device="cpu"):
+        super().__init__(n, 1.0, dtype, device)
+
+
+class Diagonal(Operator):
+    """D = diag(d), d of shape (n,). Memory O(n); mv, solve, power O(n)."""
+
+    def __init__(self, d: torch.Tensor):
+        self.d = _check_tensor(d, "d", ndim=1)
+        if d.shape[0] < 1:
+            raise ValueError("d must have at least one entry, got shape (0,)")
+        self.n, self.dtype, self.device = d.shape[0], d.dtype, d.device
+
+    def mv(self, v):
+        v = self._check_v(v)
+        return _col(self.d, v) * v
+
+    def solve(self, v, shift=0.0):
+        v = self._check_v(v)
+        return v / _col(self.d + self._shift(shift), v)
+
+    def _power(self, v, p, shift):
+        return _col(_pow_eigs(self.d + shift, p), v) * v
+
+    def to_dense(self):
+        return torch.diag(self.d)
+
+
+# --------------------------------------------------------------------------------------------------
+# low rank and rank one
+# --------------------------------------------------------------------------------------------------
+def push_through_solve(U: torch.Tensor, C: torch.Tensor, c, v: torch.Tensor,
+                       gram: torch.Tensor | None = None) -> torch.Tensor:
+    """(c I + U C U^T)^{-1} v = (1/c) [v - U (c I_r + C U^T U)^{-1} C U^T v]   (push-through identity).
+
+    Needs no inverse of C (C may be singular or indefinite); one r x r solve. Requires c != 0 and
+    c I_r + C U^T U invertible, i.e. c I + U C U^T invertible (else inf/nan). ``gram`` = U^T U if known.
+    Cost O(n r) (+ O(n r^2) for the Gram matrix), memory O(r^2) extra.
+    """
+    r = U.shape[1]
+    G = U.T @ U if gram is None else gram
+    X = C @ G
+    X = X + c * torch.eye(r, dtype=U.dtype, device=U.device)
+    y = torch.linalg.solve(X, C @ (U.T @ v))
+    return (v - U @ y) / c
+
+
+def woodbury_solve(U: torch.Tensor, C: torch.Tensor, c, v: torch.Tensor) -> torch.Tensor:
+    """(c I + U C U^T)^{-1} v = v/c - U (C^{-1} + U^T U / c)^{-1} U^T v / c^2   (Woodbury; C invertible).
+
+    The textbook form of METHODS.md section 2; ``LowRank`` uses ``push_through_solve`` instead, which
+    also covers singular C. Cost O(n r + r^3).
+    """
+    inner = torch.linalg.inv(C) + (U.T @ U) / c
+    return v / c - U @ torch.linalg.solve(inner, U.T @ v) / (c * c)
+
+
+def sherman_morrison_solve(a: torch.Tensor, b: torch.Tensor, c, v: torch.Tensor) -> torch.Tensor:
+    """(c I + a b^T)^{-1} v = (v - a (b^T v) / (c + b^T a)) / c   (Sherman-Morrison). O(n).
+
+    Singular when c = 0 or c + b^T a = 0: the result is then inf/nan (no check, no host sync).
+    """
+    bv = b @ v
+    coef = bv / (c + b @ a)
+    a_col = a if v.ndim == 1 else a.unsqueeze(-1)
+    return (v - a_col * coef) / c
+
+
+class LowRank(Operator):
+    """D = base I + U C U^T with U (n x r), C (r x r) symmetric (assumed; only (C + C^T)/2 enters ``power``).
+
+    - ``mv``: O(n r).
+    - ``solve(v, shift)``: push-through form of Woodbury with c = base + shift (see ``push_through_solve``);
+      C may be singular or indefinite, c must be nonzero. The Gram matrix U^T U is cached (O(n r^2) once).
+    - ``power(v, p, shift)``: thin QR U = Q R and eigh of R C R^T = V diag(mu) V^T (cached, O(n r^2) once),
+      then D^p v = c^p (v - W W^T v) + W diag((c + mu)^p) W^T v with W = Q V, c = base + shift; O(n r) per call.
+    - ``min_eig(shift)``: smallest eigenvalue of D + shift I from the same r x r eigenproblem (and c when r < n).
+    Memory O(n r) (U and the cached W), no n x n matrix.
+    """
+
+    def __init__(self, U: torch.Tensor, C: torch.Tensor, base=0.0):
+        U = _check_tensor(U, "U", ndim=2)
+        n, r = U.shape
+        if n < 1 or r < 1:
+            raise ValueError(f"U must have shape (n, r) with n, r >= 1, got {tuple(U.shape)}")
+        self.U = U
+        self.C = _check_tensor(C, "C", shape=(r, r), like=U, like_name="U")
+        self.base = _as_scalar(base, "base", U.dtype, U.device)
+        self.n, self.r, self.dtype, self.device = n, r, U.dtype, U.device
+        self._gram = None
+        self._eig = None  # (W = Q V (n x r'), mu (r',)) eigenpairs of U C U^T restricted to range(Q)
+
+    def gram(self) -> torch.Tensor:
+        if self._gram is None:
+            self._gram = self.U.T @ self.U
+        return self._gram
+
+    def _eigs(self):
+        if self._eig is None:
+            Q, R = torch.linalg.qr(self.U, mode="reduced")      # Q: n x r', r' = min(n, r)
+            Cs = 0.5 * (self.C + self.C.T)
+            T = R @ Cs @ R.T
+            mu, V = torch.linalg.eigh(0.5 * (T + T.T))
+            self._eig = (Q @ V, mu)
+        return self._eig
+
+    def mv(self, v):
+        v = self._check_v(v)
+        return self.base * v + self.U @ (self.C @ (self.U.T @ v))
+
+    def solve(self, v, shift=0.0):
+        v = self._check_v(v)
+        return push_through_solve(self.U, self.C, self.base + self._shift(shift), v, self.gram())
+
+    def _power(self, v, p, shift):
+        W, mu = self._eigs()
+        c = self.base + shift
+        t = c + mu
+        has_complement = W.shape[1] < self.n
+        scale = torch.maximum(t.abs().max(), c.abs()) if has_complement else t.abs().max()
+        coef = W.T @ v
+        out = W @ (_col(_pow_eigs(t, p, scale), v) * coef)
+        if has_complement:
+            out = out + _pow_eigs(c, p, scale) * (v - W @ coef)
+        return out
+
+    def min_eig(self, shift=0.0) -> torch.Tensor:
+        """Smallest eigenvalue of D + shift I (0-d tensor); negative means D + shift I is indefinite."""
+        W, mu = self._eigs()
+        c = self.base + self._shift(shift)
+        m = c + mu.min()
+        return torch.minimum(m, c) if W.shape[1] < self.n else m
+
+    def to_dense(self):
+        return self.base * torch.eye(self.n, dtype=self.dtype, device=self.device) + self.U @ self.C @ self.U.T
+
+
+class RankOne(Operator):
+    """D = base I + a b^T (NOT symmetric): the raw uniform-direction estimate n (H u) u^T with a = n H u, b = u.
+
+    - ``mv``: O(n); ``solve(v, shift)``: Sherman-Morrison with c = base + shift, O(n)
+      (``sherman_morrison_solve``). When c = 0 or c + b^T a = 0 the matrix is singular and the result is
+      inf/nan; ``is_singular(shift)`` tests for it without a host sync.
+    - ``power``: only p in {0, 1, -1}; other p raise ``NotImplementedError`` (D is non-symmetric, so a
+      fractional power is not defined through an orthogonal eigendecomposition).
+    Memory O(n).
+    """
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, base=0.0):
+        a = _check_tensor(a, "a", ndim=1)
+        if a.shape[0] < 1:
+            raise ValueError("a must have at least one entry, got shape (0,)")
+        self.a = a
+        self.b = _check_tensor(b, "b", shape=a.shape, like=a, like_name="a")
+        self.base = _as_scalar(base, "base", a.dtype, a.device)
+        self.n, self.dtype, self.device = a.shape[0], a.dtype, a.device
+
+    def mv(self, v):
+        v = self._check_v(v)
+        bv = self.b @ v
+        return self.base * v + (self.a * bv if v.ndim == 1 else self.a.unsqueeze(-1) * bv)
+
+    def solve(self, v, shift=0.0):
+        v = self._check_v(v)
+        return sherman_morrison_solve(self.a, self.b, self.base + self._shift(shift), v)
+
+    def _power(self, v, p, shift):
+        raise NotImplementedError(
+            f"RankOne.power supports only p in {{0, 1, -1}}, got p={p}: D = base I + a b^T is non-symmetric, "
+            "so fractional powers are not defined by an orthogonal eigendecomposition; symmetrize it "
+            "(LowRank with U = [u, v], C = (n/2)[[0, 1], [1, 0]]) first")
+
+    def is_singular(self, shift=0.0, rtol: float | None = None) -> torch.Tensor:
+        """0-d bool tensor: |c| or |c + b^T a| below rtol * (|c| + ||a|| ||b||), c = base + shift.
+
+        rtol defaults to 10 eps(dtype). No host sync (the caller decides whether to read it).
+        """
+        c = self.base + self._shift(shift)
+        tol = (10 * torch.finfo(self.dtype).eps if rtol is None else rtol) * (
+            c.abs() + torch.linalg.vector_norm(self.a) * torch.linalg.vector_norm(self.b))
+        return (c.abs() <= tol) | ((c + self.b @ self.a).abs() <= tol)
+
+    def to_dense(self):
+        return self.base * torch.eye(self.n, dtype=self.dtype, device=self.device) + torch.outer(self.a, self.b)
+
+
+# --------------------------------------------------------------------------------------------------
+# dense and block diagonal
+# --------------------------------------------------------------------------------------------------
+class Dense(Operator):
+    """D = M (n x n). mv O(n^2); solve by ``torch.linalg.solve`` on M + shift I, O(n^3);
+    power by eigh of (M + M^T)/2 (M assumed symmetric; cached, O(n^3) once, O(n^2) per call). Memory O(n^2).
+    """
+
+    def __init__(self, M: torch.Tensor):
+        self.M = _check_square(M, "M")
+        self.n, self.dtype, self.device = M.shape[0], M.dtype, M.device
+        self._eig = None
+
+    def mv(self, v):
+        return self.M @ self._check_v(v)
+
+    def solve(self, v, shift=0.0):
+        v = self._check_v(v)
+        shift = self._shift(shift)
+        A = self.M if _is_zero(shift) else self.M + shift * torch.eye(self.n, dtype=self.dtype, device=self.device)
+        return torch.linalg.solve(A, v)
+
+    def _power(self, v, p, shift):
+        if self._eig is None:
+            self._eig = torch.linalg.eigh(0.5 * (self.M + self.M.T))
+        lam, W = self._eig
+        return _eig_apply(W, _pow_eigs(lam + shift, p), v)
+
+    def to_dense(self):
+        return self.M
+
+
+class BlockDiagonal(Operator):
+    """D = diag(D_1, ..., D_k) for a list of operators (any kind) of sizes s_i = D_i.n (``sizes``).
+
+    mv / solve / power act blockwise (``torch.split`` + ``torch.cat``); costs and memory are the sums
+    over blocks; the eigenvalue floor of ``power`` is set per block.
+    """
+
+    def __init__(self, blocks: Sequence[Operator]):
+        if not isinstance(blocks, (list, tuple)) or len(blocks) == 0:
+            raise ValueError(f"blocks must be a non-empty list of Operators, got {blocks!r}")
+        for i, b in enumerate(blocks):
+            if not isinstance(b, Operator):
+                raise ValueError(f"blocks[{i}] must be an Operator, got {type(b).__name__}")
+            if b.dtype != blocks[0].dtype:
+                raise ValueError(f"blocks[{i}] has dtype {b.dtype} but blocks[0] has {blocks[0].dtype}")
+            if not _same_device(b.device, blocks[0].device):
+                raise ValueError(f"blocks[{i}] is on {b.device} but blocks[0] is on {blocks[0].device}")
+        self.blocks = list(blocks)
+        self.sizes = tuple(b.n for b in blocks)
+        self.n, self.dtype, self.device = sum(self.sizes), blocks[0].dtype, blocks[0].device
+
+    def _map(self, fn, v):
+        parts = torch.split(v, self.sizes, dim=0)
+        return torch.cat([fn(b, x) for b, x in zip(self.blocks, parts)], dim=0)
+
+    def mv(self, v):
+        return self._map(lambda b, x: b.mv(x), self._check_v(v))
+
+    def solve(self, v, shift=0.0):
+        shift = self._shift(shift)
+        return self._map(lambda b, x: b.solve(x, shift), self._check_v(v))
+
+    def _power(self, v, p, shift):
+        return self._map(lambda b, x: b.power(x, p, shift), v)
+
+    def to_dense(self):
+        return torch.block_diag(*[b.to_dense() for b in self.blocks])
+
+
+# --------------------------------------------------------------------------------------------------
+# block mean
+# --------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)
+def _block_structure(sizes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    k = len(sizes)
+    s = torch.tensor(sizes, dtype=torch.int64, device=device)
+    idx = torch.repeat_interleave(torch.arange(k, device=device), s, output_size=sum(sizes))
+    return idx, s
+
+
+def block_index(sizes: Sequence[int], device="cpu") -> torch.Tensor:
+    """Length-n int64 vector whose entry j is the block of coordinate j (contiguous blocks).
+
+    Memoized per (sizes, device) in a small LRU cache (16 entries) so that building a ``BlockMean`` each
+    step costs no host-to-device copy; memory 8 n bytes per entry.
+    """
+    sizes = _check_sizes(sizes)
+    return _block_structure(sizes, _norm_device(device))[0]
+
+
+def _norm_device(device) -> torch.device:
+    d = torch.device(device)
+    if d.type == "cuda" and d.index is None:
+        d = torch.device("cuda", torch.cuda.current_device())
+    return d
+
+
+def block_sums(v: torch.Tensor, sizes: Sequence[int], index: torch.Tensor | None = None) -> torch.Tensor:
+    """E^T v: the k block sums of v (n,) -> (k,), or of each column of v (n, m) -> (k, m). O(n m).
+
+    ``index`` = ``block_index(sizes, v.device)`` if already at hand.
+    """
+    sizes = _check_sizes(sizes)
+    v = _check_tensor(v, "v")
+    if v.ndim not in (1, 2) or v.shape[0] != sum(sizes):
+        raise ValueError(f"v must have shape ({sum(sizes)},) or ({sum(sizes)}, m) for sizes summing to "
+                         f"{sum(sizes)}, got {tuple(v.shape)}")
+    idx = block_index(sizes, v.device) if index is None else index
+    return v.new_zeros((len(sizes),) + tuple(v.shape[1:])).index_add_(0, idx, v)
+
+
+def expand(w: torch.Tensor, sizes: Sequence[int], index: torch.Tensor | None = None) -> torch.Tensor:
+    """E w: repeat w_i over the s_i coordinates of block i; (k,) -> (n,) or (k, m) -> (n, m). O(n m)."""
+    sizes = _check_sizes(sizes)
+    w = _check_tensor(w, "w")
+    if w.ndim not in (1, 2) or w.shape[0] != len(sizes):
+        raise ValueError(f"w must have shape ({len(sizes)},) or ({len(sizes)}, m) for {len(sizes)} blocks, "
+                         f"got {tuple(w.shape)}")
+    idx = block_index(sizes, w.device) if index is None else index
+    return w.index_select(0, idx)
+
+
+class BlockMean(Operator):
+    """D = Lambda_bar + B_bar (METHODS.md section 3): diagonal lam_i and constant b_ij on block (i, j).
+
+    ``lam``: (k,), ``B``: (k, k) (symmetric for ``power``; assumed, not checked), ``sizes``: block sizes
+    s_i > 0 (contiguous blocks, n = sum s_i). Memory O(k^2 + k) plus the cached length-n int64 block index
+    (8 n bytes, counted in ``nbytes``); never an n x n matrix.
+
+    - ``mv(v)`` = lam[idx] * v + E B E^T v: O(n + k^2).
+    - Any matrix function, with S = diag(s), K = Lambda + S^{1/2} B S^{1/2}:
+      h(Lambda_bar + B_bar) = h(Lambda_bar) + E S^{-1/2} [h(K) - h(Lambda)] S^{-1/2} E^T,
+      which is again a block mean: lam' = h(lam), B' = S^{-1/2} [h(K) - h(Lambda)] S^{-1/2}.
+      ``inverse(shift)`` (h(t) = 1/(t + shift), one k x k inverse) and ``matrix_power(p, shift)``
+      (h(t) = (t + shift)^p, one k x k eigh of K, cached across shifts and powers) return that block mean;
+      ``solve`` and ``power`` apply it: O(n + k^3).
+    - For a singleton block (s_i = 1) lam_i is not an eigenvalue of D (only lam_i + b_ii is); h(lam_i) is then
+      replaced by 0 in both terms (they cancel exactly), so a singleton lam_i + shift <= 0 causes no blow-up.
+    """
+
+    def __init__(self, lam: torch.Tensor, B: torch.Tensor, sizes: Sequence[int]):
+        lam = _check_tensor(lam, "lam", ndim=1)
+        k = lam.shape[0]
+        if k < 1:
+            raise ValueError("lam must have at least one entry (one per block), got shape (0,)")
+        self.lam = lam
+        self.B = _check_tensor(B, "B", shape=(k, k), like=lam, like_name="lam")
+        self.sizes = _check_sizes(sizes, "sizes", k=k)
+        self.k, self.n, self.dtype, self.device = k, sum(self.sizes), lam.dtype, lam.device
+        self.index, s_int = _block_structure(self.sizes, _norm_device(lam.device))
+        self.s = s_int.to(lam.dtype)
+        self._eigK = None
+
+    def mv(self, v):
+        v = self._check_v(v)
+        e = block_sums(v, self.sizes, self.index)
+        return _col(self.lam.index_select(0, self.index), v) * v + (self.B @ e).index_select(0, self.index)
+
+    def _finish(self, hK: torch.Tensor, hlam: torch.Tensor) -> "BlockMean":
+        rs = self.s.rsqrt()
+        Bp = rs.unsqueeze(1) * hK * rs.unsqueeze(0) - torch.diag(hlam / self.s)
+        return BlockMean(hlam, Bp, self.sizes)
+
+    def inverse(self, shift=0.0) -> "BlockMean":
+        """(D + shift I)^{-1} as a block mean (exact, no clamping; singular D + shift I gives inf/nan)."""
+        shift = self._shift(shift)
+        rs = self.s.sqrt()
+        lam_s = self.lam + shift
+        K = torch.diag(lam_s) + rs.unsqueeze(1) * self.B * rs.unsqueeze(0)
+        single = self.s == 1
+        hlam = torch.where(single, torch.zeros_like(lam_s), 1.0 / torch.where(single, torch.ones_like(lam_s), lam_s))
+        return self._finish(torch.linalg.inv(K), hlam)
+
+    def matrix_power(self, p: float, shift=0.0) -> "BlockMean":
+        """(D + shift I)^p as a block mean, eigenvalues clamped as in the module docstring (B symmetric)."""
+        p = _check_p(p)
+        shift = self._shift(shift)
+        if p == -1:
+            return self.inverse(shift)
+        if self._eigK is None:
+            rs = self.s.sqrt()
+            K = torch.diag(self.lam) + rs.unsqueeze(1) * self.B * rs.unsqueeze(0)
+            self._eigK = torch.linalg.eigh(0.5 * (K + K.T))
+        mu, W = self._eigK
+        mu_s, lam_s = mu + shift, self.lam + shift
+        multi = self.s > 1
+        scale = torch.maximum(mu_s.abs().max(), torch.where(multi, lam_s.abs(), torch.zeros_like(lam_s)).max())
+        hlam = torch.where(multi, _pow_eigs(lam_s, p, scale), torch.zeros_like(lam_s))
+        hK = W @ (_pow_eigs(mu_s, p, scale).unsqueeze(1) * W.T)
+        return self._finish(hK, hlam)
+
+    def solve(self, v, shift=0.0):
+        v = self._check_v(v)
+        return self.inverse(shift).mv(v)
+
+    def _power(self, v, p, shift):
+        return self.matrix_power(p, shift).mv(v)
+
+    def to_dense(self):
+        idx = self.index
+        return torch.diag(self.lam[idx]) + self.B[idx][:, idx]
+
+
+def block_mean_from_stats(U: torch.Tensor, Q: torch.Tensor, sizes: Sequence[int]) -> BlockMean:
+    """Frobenius-optimal block mean of H = sum_t g_t g_t^T from block statistics only (METHODS.md section 3).
+
+    ``U`` = sum_t e_t e_t^T with e_t = E^T g_t (k x k), ``Q`` = sum_t E^T (g_t * g_t) (k,). Then
+    b_ij = U_ij / (s_i s_j) (i != j), b_ii = (U_ii - Q_i) / (s_i (s_i - 1)) (0 if s_i = 1),
+    lambda_i = Q_i / s_i - b_ii. In general U = E^T H E and Q = E^T diag(H) for any H. O(k^2).
+    """
+    Q = _check_tensor(Q, "Q", ndim=1)
+    k = Q.shape[0]
+    U = _check_tensor(U, "U", shape=(k, k), like=Q, like_name="Q")
+    sizes = _check_sizes(sizes, "sizes", k=k)
+    s = torch.tensor(sizes, dtype=Q.dtype, device=Q.device)
+    multi = s > 1
+    bdiag = torch.where(multi, (U.diagonal() - Q) / torch.where(multi, s * (s - 1), torch.ones_like(s)),
+                        torch.zeros_like(s))
+    B = U / (s.unsqueeze(1) * s.unsqueeze(0))
+    B = B - torch.diag(B.diagonal()) + torch.diag(bdiag)
+    return BlockMean(Q / s - bdiag, B, sizes)
+
+
+def block_mean_approximation(M: torch.Tensor, sizes: Sequence[int]) -> BlockMean:
+    """The block mean closest to a dense n x n matrix M in Frobenius norm (METHODS.md section 3).
+
+    b_ij = mean of M^{ij} (i != j); b_ii = mean of the off-diagonal entries of M^{ii} (0 if s_i = 1);
+    lambda_i = mean of diag(M^{ii}) - b_ii. Computed from E^T M E and E^T diag(M): O(n^2) time (reading M),
+    O(n k) extra memory.
+    """
+    M = _check_square(M, "M")
+    sizes = _check_sizes(sizes, "sizes")
+    if sum(sizes) != M.shape[0]:
+        raise ValueError(f"sizes must sum to n={M.shape[0]} (the size of M), got sum {sum(sizes)} for {sizes!r}")
+    idx = block_index(sizes, M.device)
+    T = block_sums(block_sums(M, sizes, idx).T, sizes, idx).T        # E^T M E
+    return block_mean_from_stats(T, block_sums(M.diagonal(), sizes, idx), sizes)
+
+
+def block_mean_inverse_formula(lam: torch.Tensor, B: torch.Tensor, sizes: Sequence[int]) -> BlockMean:
+    """Talk's closed form: (Lambda_bar + B_bar)^{-1} = Lambda_bar^{-1} + D_bar with
+    D = (Lambda S + S B S)^{-1} - (Lambda S)^{-1}, S = diag(s). Needs lam_i != 0 and an invertible matrix. O(k^3).
+    """
+    op = BlockMean(lam, B, sizes)
+    s = op.s
+    D = torch.linalg.inv(torch.diag(lam * s) + s.unsqueeze(1) * B * s.unsqueeze(0)) - torch.diag(1.0 / (lam * s))
+    return BlockMean(1.0 / lam, D, op.sizes)
+
+
+def block_mean_inv_sqrt_formula(lam: torch.Tensor, B: torch.Tensor, sizes: Sequence[int]) -> BlockMean:
+    """Talk's closed form: (Lambda_bar + B_bar)^{-1/2} = Lambda_bar^{-1/2} + D_bar with
+    D = S^{-1/2} [(Lambda + S^{1/2} B S^{1/2})^{-1/2} - Lambda^{-1/2}] S^{-1/2}.
+    Needs lam > 0 and K = Lambda + S^{1/2} B S^{1/2} positive definite (no clamping). O(k^3).
+    """
+    op = BlockMean(lam, B, sizes)
+    r = op.s.sqrt()
+    K = torch.diag(lam) + r.unsqueeze(1) * B * r.unsqueeze(0)
+    mu, W = torch.linalg.eigh(0.5 * (K + K.T))
+    K_mh = W @ (mu.rsqrt().unsqueeze(1) * W.T)
+    D = (K_mh - torch.diag(lam.rsqrt())) / (r.unsqueeze(1) * r.unsqueeze(0))
+    return BlockMean(lam.rsqrt(), D, op.sizes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Kronecker and scaled
+# --------------------------------------------------------------------------------------------------
+class Kronecker(Operator):
+    """D = A kron B (``torch.kron`` convention), A: p x p, B: q x q symmetric PSD (assumed), n = p q.
+
+    Vec ordering: torch.kron(A, B)[i q + k, j q + l] = A_ij B_kl, so with x = X.reshape(-1) for X of shape
+    (p, q) (row-major flattening), (A kron B) x = (A X B^T).reshape(-1).
+    mv O(n (p + q)); solve and power through the cached eigh of both factors (A = Ua diag(a) Ua^T,
+    B = Ub diag(b) Ub^T; eigenvalues of D are a_i b_k): O(p^3 + q^3) once, then O(n (p + q)) per call.
+    Memory O(p^2 + q^2).
+    """
+
+    def __init__(self, A: torch.Tensor, B: torch.Tensor):
+        self.A = _check_square(A, "A")
+        self.B = _check_square(B, "B", like=A, like_name="A")
+        self.p, self.q = A.shape[0], B.shape[0]
+        self.n, self.dtype, self.device = self.p * self.q, A.dtype, A.device
+        self._eig = None
+
+    def _kron_mv(self, A, B, v):
+        m = v.shape[1:]
+        X = v.reshape(self.p, -1)                                   # (p, q m)
+        Y = (A @ X).reshape(self.p, self.q, -1)                     # sum_j A_ij X_j..
+        return torch.matmul(B, Y).reshape((self.n,) + tuple(m))     # sum_l B_kl Y_il.
+
+    def _eigs(self):
+        if self._eig is None:
+            a, Ua = torch.linalg.eigh(0.5 * (self.A + self.A.T))
+            b, Ub = torch.linalg.eigh(0.5 * (self.B + self.B.T))
+            self._eig = (Ua, Ub, torch.outer(a, b).reshape(-1))
+        return self._eig
+
+    def _apply_h(self, h, v):
+        Ua, Ub, _ = self._eigs()
+        w = self._kron_mv(Ua.T, Ub.T, v)
+        return self._kron_mv(Ua, Ub, _col(h, v) * w)
+
+    def mv(self, v):
+        return self._kron_mv(self.A, self.B, self._check_v(v))
+
+    def solve(self, v, shift=0.0):
+        v = self._check_v(v)
+        t = self._eigs()[2]
+        return self._apply_h(1.0 / (t + self._shift(shift)), v)
+
+    def _power(self, v, p, shift):
+        t = self._eigs()[2]
+        return self._apply_h(_pow_eigs(t + shift, p), v)
+
+    def to_dense(self):
+        return torch.kron(self.A, self.B)
+
+
+class Scaled(Operator):
+    """D = Z F Z with Z = diag(z), z > 0 (assumed, not checked), F = ``op``: the talk's H_t ~= Z F Z (AdaGrad-BMA).
+
+    - ``mv(v)`` = z * F(z * v) (exact).
+    - ``solve(v, shift=0)`` = z^{-1} * F^{-1}(z^{-1} * v) (exact). A nonzero or tensor shift raises
+      ``NotImplementedError``: (Z F Z + c I)^{-1} = Z^{-1} (F + c Z^{-2})^{-1} Z^{-1} is not a solve with F.
+    - ``power(v, p, shift)`` for p != 0, 1 is the SCALED power  z^p * F_shift^p(z^p * v),  F_shift = F + shift I.
+      This equals (Z F Z)^p only when shift = 0 and Z and F commute (e.g. F = I, where Z F Z = Z^2 and the
+      result is diagonal AdaGrad's diag(z^2)^p, or z constant); otherwise it is the AdaGrad-BMA approximation
+      Z^p F^p Z^p and ``shift`` regularizes F, not D. p = 1 is exact: mv(v) + shift v. With p = -1 and
+      shift = 0 it agrees with ``solve``.
+    Memory: op's plus O(n); cost: op's plus O(n).
+    """
+
+    def __init__(self, op: Operator, z: torch.Tensor):
+        if not isinstance(op, Operator):
+            raise ValueError(f"op must be an Operator, got {type(op).__name__}")
+        z = _check_tensor(z, "z", shape=(op.n,))
+        if z.dtype != op.dtype:
+            raise ValueError(f"z has dtype {z.dtype} but op has {op.dtype}; all factors must share one dtype")
+        if not _same_device(z.device, op.device):
+            raise ValueError(f"z is on {z.device} but op is on {op.device}; all factors must share one device")
+        self.op, self.z = op, z
+        self.n, self.dtype, self.device = op.n, op.dtype, op.device
+
+    def mv(self, v):
+        v = self._check_v(v)
+        zc = _col(self.z, v)
+        return zc * self.op.mv(zc * v)
+
+    def solve(self, v, shift=0.0):
+        v = self._check_v(v)
+        if isinstance(shift, torch.Tensor) or shift != 0:
+            raise NotImplementedError(
+                "Scaled.solve supports only shift=0 (a Python number): (Z F Z + shift I)^{-1} is not a solve "
+                "with F; use power(v, -1, shift) for the scaled approximation Z^{-1} (F + shift I)^{-1} Z^{-1}")
+        zc = _col(self.z, v)
+        return self.op.solve(v / zc) / zc
+
+    def power(self, v, p, shift=0.0):
+        p = _check_p(p)
+        shift = self._shift(shift)
+        v = self._check_v(v)
+        if p == 1:
+            out = self.mv(v)
+            return out if _is_zero(shift) else out + shift * v
+        if p == 0:
+            return v.clone()
+        zp = _col(self.z ** p, v)
+        return zp * self.op.power(zp * v, p, shift)
+
+    def to_dense(self):
+        return self.z.unsqueeze(1) * self.op.to_dense() * self.z.unsqueeze(0)

@@ -1,0 +1,506 @@
+"""Curvature estimates D_k (METHODS.md section 2 and 3), each a small object with explicit state.
+
+``init(problem, x, generator) -> state`` and ``update(state, x, g, oracle) -> (operator, state)``; the
+operator is a structured matrix from ``operators`` that the step rule applies, inverts or raises to a
+power. Memory of the state is stated per class; ``state_bytes(state)`` measures it. Randomness comes
+only from the ``torch.Generator`` passed to ``init`` (stored in the state), so a run is reproducible.
+
+Classes (state memory):
+- ``IdentityP``: D = I (gradient descent). O(1).
+- ``AdamP``: D = diag(v_hat), v = EMA of g*g with bias correction (the step rule takes D^{-1/2}). O(n).
+- ``AdaGradDiag``: D = diag(sum_t g_t * g_t). O(n).
+- ``AdaGradFull``: D = sum_t g_t g_t^T (dense, small n only). O(n^2).
+- ``Hutchinson``: D = |mean_j z_j * (H z_j)|, z Rademacher, m probes (m HVPs), optional EMA. O(n).
+- ``ExactHessian``: D = H (Newton, dense, small n). O(n^2).
+- ``FisherEmpirical``: D = fisher_scale sum_s g_s g_s^T + lam I over all S samples (low rank when S < n,
+  else dense). O(n min(n, S)).
+- ``FisherSampled``: D = fisher_scale (S / b) sum_{s in batch} g_s g_s^T + lam I, b samples drawn without
+  replacement (rank b; b = 1 is the talk's rank-one Fisher); ``model=True`` draws labels from the model
+  (the "model" / "true" Fisher). Woodbury solve, O(n b).
+- ``UniformDirection``: u uniform on the unit sphere, v = H u (one HVP); ``form="raw"`` D = n v u^T
+  (Sherman-Morrison), ``"symmetrized"`` S = (n/2)(v u^T + u v^T) = U C U^T, U = [u, v],
+  C = (n/2)[[0, 1], [1, 0]], ``"regularized"`` D = S + delta I. O(n).
+- ``HessianBMA``: Frobenius-optimal block mean of the exact Hessian (for study; builds H). O(k^2) state.
+- ``AdaGradBMA``: ``variant="exact"``: the optimal block mean of H_t = sum_t g_t g_t^T from block
+  statistics (U += e e^T, Q += q with e = E^T g, q = E^T (g*g)), O(n + k^2) per step, no n x n matrix;
+  ``variant="scaled"``: H_t ~= Z F Z with Z = diag(H_t)^{1/2} and F the block mean of the normalized
+  statistics (g / z accumulated with the running z, a heuristic as in the talk's public code), applied as
+  Z^{-1/2} F^{-1/2} Z^{-1/2} g (exact when F = I: diagonal AdaGrad). O(n + k^2).
+- ``BlockDiagHessian``: the k diagonal blocks of H (dense blocks). O(sum s_i^2).
+- ``LowRankHessian``: top-r eigenpairs of H by Lanczos on HVPs (2r + 10 HVPs), refreshed every
+  ``update_every`` steps. O(n r).
+- ``KFAC``: Fisher ~= A kron G per linear layer (``problem.kfac_factors``), + lam I. O(sum p^2 + q^2).
+- ``LBFGS``: inverse-Hessian approximation by the two-loop recursion over the last ``memory`` pairs. O(n m).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+import torch
+
+from . import operators as ops
+from .linalg import lanczos, power_iteration
+from .problems.base import check_partition, partition
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+def tensor_bytes(*objs: Any) -> int:
+    """Bytes held by the tensors reachable from ``objs`` (dataclasses, dicts, sequences, operators),
+    each storage counted once."""
+    seen: set = set()
+    total = 0
+
+    def visit(o):
+        nonlocal total
+        if o is None or isinstance(o, (int, float, str, bool, torch.Generator)):
+            return
+        if isinstance(o, torch.Tensor):
+            key = (o.untyped_storage().data_ptr(), o.device)
+            if key not in seen:
+                seen.add(key)
+                total += o.untyped_storage().nbytes()
+            return
+        if is_dataclass(o):
+            for f in fields(o):
+                visit(getattr(o, f.name))
+        elif isinstance(o, dict):
+            for v in o.values():
+                visit(v)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                visit(v)
+        elif hasattr(o, "__dict__"):
+            for v in vars(o).values():
+                visit(v)
+
+    for o in objs:
+        visit(o)
+    return total
+
+
+class Shifted(ops.Operator):
+    """D + c I for an operator D and a fixed c >= 0 (e.g. the ridge term lam I added to a Fisher)."""
+
+    def __init__(self, op: ops.Operator, c: float):
+        self.op, self.c = op, float(c)
+        self.n, self.dtype, self.device = op.n, op.dtype, op.device
+
+    def mv(self, v):
+        return self.op.mv(v) + self.c * v
+
+    def solve(self, v, shift=0.0):
+        return self.op.solve(v, shift + self.c)
+
+    def power(self, v, p, shift=0.0):
+        return self.op.power(v, p, shift + self.c)
+
+    @property
+    def nbytes(self):
+        return self.op.nbytes
+
+    def to_dense(self):
+        return self.op.to_dense() + self.c * torch.eye(self.n, dtype=self.dtype, device=self.device)
+
+
+def _with_lam(op: ops.Operator, lam: float) -> ops.Operator:
+    return Shifted(op, lam) if lam else op
+
+
+def resolve_blocks(n: int, k: int | None, blocks, default_blocks) -> tuple[int, ...]:
+    """The partition a block method uses: explicit ``blocks`` sizes, else ``k`` equal blocks, else the
+    problem's natural partition, else 8 equal blocks (fewer when n < 8)."""
+    if blocks is not None:
+        return check_partition(blocks, n, "blocks")
+    if k is not None:
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
+            raise ValueError(f"k (number of blocks) must be an integer in [1, n={n}], got {k!r}")
+        return partition(n, k)
+    if default_blocks is not None:
+        return check_partition(default_blocks, n, "problem.blocks")
+    return partition(n, min(8, n))
+
+
+class Preconditioner:
+    name = "preconditioner"
+
+    def init(self, problem, x, generator):
+        return None
+
+    def update(self, state, x, g, oracle):
+        raise NotImplementedError
+
+    def state_bytes(self, state) -> int:
+        return tensor_bytes(state)
+
+    def sigma(self, oracle, x) -> float | None:
+        """Bound on E||D - H|| used by the regularized step, or ``None`` when unknown."""
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+class IdentityP(Preconditioner):
+    name = "identity"
+
+    def init(self, problem, x, generator):
+        return ops.Scalar(problem.n, 1.0, dtype=x.dtype, device=x.device)
+
+    def update(self, op, x, g, oracle):
+        return op, op
+
+    def state_bytes(self, state):
+        return 0
+
+
+@dataclass
+class _DiagState:
+    acc: torch.Tensor
+    t: int = 0
+
+
+class AdamP(Preconditioner):
+    name = "adam"
+
+    def __init__(self, beta2: float = 0.999):
+        if not 0 <= beta2 < 1:
+            raise ValueError(f"beta2 must be in [0, 1), got {beta2!r}")
+        self.beta2 = beta2
+
+    def init(self, problem, x, generator):
+        return _DiagState(torch.zeros_like(x))
+
+    def update(self, s, x, g, oracle):
+        s.t += 1
+        s.acc.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+        return ops.Diagonal(s.acc / (1 - self.beta2 ** s.t)), s
+
+
+class AdaGradDiag(Preconditioner):
+    name = "adagrad"
+
+    def init(self, problem, x, generator):
+        return _DiagState(torch.zeros_like(x))
+
+    def update(self, s, x, g, oracle):
+        s.t += 1
+        s.acc.addcmul_(g, g)
+        return ops.Diagonal(s.acc), s
+
+
+class AdaGradFull(Preconditioner):
+    name = "adagrad_full"
+
+    def init(self, problem, x, generator):
+        return _DiagState(torch.zeros(problem.n, problem.n, dtype=x.dtype, device=x.device))
+
+    def update(self, s, x, g, oracle):
+        s.t += 1
+        s.acc.add_(torch.outer(g, g))
+        return ops.Dense(s.acc), s
+
+
+@dataclass
+class _GenState:
+    generator: torch.Generator
+    acc: torch.Tensor | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Hutchinson(Preconditioner):
+    name = "hutchinson"
+
+    def __init__(self, probes: int = 1, beta: float = 0.0):
+        if not isinstance(probes, int) or probes < 1:
+            raise ValueError(f"probes must be a positive integer, got {probes!r}")
+        if not 0 <= beta < 1:
+            raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+        self.probes, self.beta = probes, beta
+
+    def init(self, problem, x, generator):
+        return _GenState(generator)
+
+    def update(self, s, x, g, oracle):
+        d = torch.zeros_like(x)
+        for _ in range(self.probes):
+            z = torch.randint(0, 2, x.shape, generator=s.generator, device=x.device).to(x.dtype).mul_(2).sub_(1)
+            d.addcmul_(z, oracle.hvp(x, z))
+        d.div_(self.probes).abs_()
+        if self.beta and s.acc is not None:
+            s.acc.mul_(self.beta).add_(d, alpha=1 - self.beta)
+        else:
+            s.acc = d
+        return ops.Diagonal(s.acc), s
+
+
+class ExactHessian(Preconditioner):
+    name = "exact_hessian"
+
+    def update(self, state, x, g, oracle):
+        return ops.Dense(oracle.hessian(x)), state
+
+    def sigma(self, oracle, x):
+        return 0.0
+
+
+class FisherEmpirical(Preconditioner):
+    name = "fisher_empirical"
+
+    def update(self, state, x, g, oracle):
+        p = oracle.problem
+        G = oracle.per_sample_grads(x)              # (S, n)
+        if G.shape[0] < p.n:
+            C = p.fisher_scale * torch.eye(G.shape[0], dtype=x.dtype, device=x.device)
+            op = ops.LowRank(G.T, C)
+        else:
+            op = ops.Dense(p.fisher_scale * (G.T @ G))
+        return _with_lam(op, p.lam), state
+
+    def sigma(self, oracle, x):
+        f = getattr(oracle.problem, "fisher_sigma", None)
+        return float(f(x)) if f is not None else None
+
+
+class FisherSampled(Preconditioner):
+    name = "fisher_sampled"
+
+    def __init__(self, b: int = 1, model: bool = False):
+        if not isinstance(b, int) or isinstance(b, bool) or b < 1:
+            raise ValueError(f"b (number of sampled per-sample gradients) must be a positive integer, got {b!r}")
+        self.b, self.model = b, model
+
+    def init(self, problem, x, generator):
+        if self.b > problem.n_samples:
+            raise ValueError(f"b={self.b} exceeds the number of samples ({problem.n_samples}) of {problem.name!r}")
+        return _GenState(generator)
+
+    def update(self, s, x, g, oracle):
+        p = oracle.problem
+        idx = torch.randperm(p.n_samples, generator=s.generator, device=s.generator.device)[: self.b].to(x.device)
+        G = oracle.model_sample_grads(x, idx, s.generator) if self.model else oracle.per_sample_grads(x, idx)
+        C = (p.fisher_scale * p.n_samples / self.b) * torch.eye(self.b, dtype=x.dtype, device=x.device)
+        return _with_lam(ops.LowRank(G.T, C), p.lam), s
+
+    def sigma(self, oracle, x):
+        f = getattr(oracle.problem, "fisher_sigma", None)
+        return float(f(x)) if f is not None else None
+
+
+class UniformDirection(Preconditioner):
+    name = "uniform_direction"
+    FORMS = ("raw", "symmetrized", "regularized")
+
+    def __init__(self, form: str = "regularized", delta: float = 0.1, lambda_max: float | None = None):
+        if form not in self.FORMS:
+            raise ValueError(f"form must be one of {self.FORMS}, got {form!r}")
+        if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not math.isfinite(delta) or delta < 0:
+            raise ValueError(f"delta must be a finite number >= 0, got {delta!r}")
+        if form != "regularized" and delta != 0:
+            delta = 0.0  # only the regularized form carries delta I
+        self.form, self.delta, self.lambda_max = form, float(delta), lambda_max
+
+    def init(self, problem, x, generator):
+        return _GenState(generator)
+
+    def update(self, s, x, g, oracle):
+        n = x.shape[0]
+        u = torch.randn(n, generator=s.generator, dtype=x.dtype, device=x.device)
+        u = u / torch.linalg.vector_norm(u)
+        v = oracle.hvp(x, u)
+        if self.form == "raw":
+            return ops.RankOne(n * v, u), s
+        U = torch.stack([u, v], dim=1)
+        C = torch.tensor([[0.0, n / 2], [n / 2, 0.0]], dtype=x.dtype, device=x.device)
+        return ops.LowRank(U, C, base=self.delta if self.form == "regularized" else 0.0), s
+
+    def sigma(self, oracle, x):
+        """The talk's bound sigma <= sqrt(lambda_max^2 n (n - 1) + n delta^2); lambda_max by power
+        iteration on HVPs at ``x`` when not given (its cost is counted in the oracle)."""
+        n = x.shape[0]
+        lmax = self.lambda_max
+        if lmax is None:
+            gen = torch.Generator(device=x.device).manual_seed(0)
+            lmax = abs(power_iteration(lambda v: oracle.hvp(x, v), n, iters=30, generator=gen,
+                                       dtype=x.dtype, device=x.device))
+        return math.sqrt(lmax ** 2 * n * (n - 1) + n * self.delta ** 2)
+
+
+class HessianBMA(Preconditioner):
+    name = "hessian_bma"
+
+    def __init__(self, k: int | None = None, blocks=None):
+        self.k, self.blocks = k, blocks
+
+    def init(self, problem, x, generator):
+        return {"sizes": resolve_blocks(problem.n, self.k, self.blocks, problem.blocks)}
+
+    def update(self, s, x, g, oracle):
+        return ops.block_mean_approximation(oracle.hessian(x), s["sizes"]), s
+
+
+@dataclass
+class _BMAState:
+    sizes: tuple
+    U: torch.Tensor          # (k, k) accumulated outer products of block sums
+    Q: torch.Tensor          # (k,) accumulated block sums of squares
+    z2: torch.Tensor | None  # (n,) diag(H_t) for the scaled variant
+    t: int = 0
+
+
+class AdaGradBMA(Preconditioner):
+    name = "adagrad_bma"
+    VARIANTS = ("exact", "scaled")
+
+    def __init__(self, k: int | None = None, blocks=None, variant: str = "exact"):
+        if variant not in self.VARIANTS:
+            raise ValueError(f"variant must be one of {self.VARIANTS}, got {variant!r}")
+        self.k, self.blocks, self.variant = k, blocks, variant
+
+    def init(self, problem, x, generator):
+        sizes = resolve_blocks(problem.n, self.k, self.blocks, problem.blocks)
+        k = len(sizes)
+        z2 = torch.zeros_like(x) if self.variant == "scaled" else None
+        return _BMAState(sizes, torch.zeros(k, k, dtype=x.dtype, device=x.device),
+                         torch.zeros(k, dtype=x.dtype, device=x.device), z2)
+
+    def update(self, s, x, g, oracle):
+        s.t += 1
+        if self.variant == "exact":
+            e = ops.block_sums(g, s.sizes)
+            s.U.add_(torch.outer(e, e))
+            s.Q.add_(ops.block_sums(g * g, s.sizes))
+            return ops.block_mean_from_stats(s.U, s.Q, s.sizes), s
+        s.z2.addcmul_(g, g)
+        z = s.z2.sqrt()
+        h = torch.where(z > 0, g / z, torch.zeros_like(g))
+        e = ops.block_sums(h, s.sizes)
+        s.U.add_(torch.outer(e, e))
+        s.Q.add_(ops.block_sums(h * h, s.sizes))
+        F = ops.block_mean_from_stats(s.U / s.t, s.Q / s.t, s.sizes)
+        return ops.Scaled(F, z), s
+
+
+class BlockDiagHessian(Preconditioner):
+    name = "block_diag_hessian"
+
+    def __init__(self, k: int | None = None, blocks=None):
+        self.k, self.blocks = k, blocks
+
+    def init(self, problem, x, generator):
+        return {"sizes": resolve_blocks(problem.n, self.k, self.blocks, problem.blocks)}
+
+    def update(self, s, x, g, oracle):
+        return ops.BlockDiagonal([ops.Dense(B) for B in oracle.hessian_blocks(x, s["sizes"])]), s
+
+
+class LowRankHessian(Preconditioner):
+    name = "lowrank_hessian"
+
+    def __init__(self, rank: int = 10, update_every: int = 1, iters: int | None = None):
+        if not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"rank must be a positive integer, got {rank!r}")
+        if not isinstance(update_every, int) or update_every < 1:
+            raise ValueError(f"update_every must be a positive integer, got {update_every!r}")
+        self.rank, self.update_every, self.iters = rank, update_every, iters
+
+    def init(self, problem, x, generator):
+        return _GenState(generator, extra={"t": 0, "op": None})
+
+    def update(self, s, x, g, oracle):
+        if s.extra["t"] % self.update_every == 0 or s.extra["op"] is None:
+            evals, V = lanczos(lambda v: oracle.hvp(x, v), x.shape[0], self.rank, iters=self.iters,
+                               generator=s.generator, dtype=x.dtype, device=x.device)
+            s.extra["op"] = ops.LowRank(V, torch.diag(evals.clamp_min(0)))
+        s.extra["t"] += 1
+        return s.extra["op"], s
+
+
+class KFAC(Preconditioner):
+    name = "kfac"
+
+    def init(self, problem, x, generator):
+        return _GenState(generator)
+
+    def update(self, s, x, g, oracle):
+        p = oracle.problem
+        factors = p.kfac_factors(x, s.generator)
+        blocks = [ops.Kronecker(A, G) for A, G in factors]
+        op = blocks[0] if len(blocks) == 1 else ops.BlockDiagonal(blocks)
+        return _with_lam(op, p.lam), s
+
+
+class LBFGSInverse(ops.Operator):
+    """H^{-1} ~= the L-BFGS two-loop recursion over pairs (s_i, y_i); ``solve`` applies it.
+
+    ``mv`` (the direct approximation) is not needed by the methods and not provided; ``to_dense``
+    inverts the solve for tests. Memory O(n m).
+    """
+
+    def __init__(self, S: list, Y: list, n: int, dtype, device):
+        self.S, self.Y, self.n, self.dtype, self.device = S, Y, n, dtype, device
+
+    def solve(self, v, shift=0.0):
+        if not isinstance(shift, (int, float)) or shift != 0:
+            raise ValueError("L-BFGS applies its inverse only without a shift (use step='armijo' or 'fixed')")
+        q = v.clone()
+        rhos = [1.0 / torch.dot(y, s) for s, y in zip(self.S, self.Y)]
+        alphas = []
+        for s, y, rho in reversed(list(zip(self.S, self.Y, rhos))):
+            a = rho * torch.dot(s, q)
+            alphas.append(a)
+            q = q - a * y
+        if self.S:
+            s, y = self.S[-1], self.Y[-1]
+            q = q * (torch.dot(s, y) / torch.dot(y, y))
+        for (s, y, rho), a in zip(zip(self.S, self.Y, rhos), reversed(alphas)):
+            b = rho * torch.dot(y, q)
+            q = q + (a - b) * s
+        return q
+
+    def mv(self, v):
+        raise NotImplementedError("L-BFGS provides the inverse only (solve)")
+
+    def power(self, v, p, shift=0.0):
+        if p == -1:
+            return self.solve(v, shift)
+        raise NotImplementedError("L-BFGS provides the inverse only (p = -1)")
+
+    @property
+    def nbytes(self):
+        return tensor_bytes(self.S, self.Y)
+
+    def to_dense(self):
+        eye = torch.eye(self.n, dtype=self.dtype, device=self.device)
+        Hinv = torch.stack([self.solve(eye[:, i]) for i in range(self.n)], dim=1)
+        return torch.linalg.inv(Hinv)
+
+
+class LBFGS(Preconditioner):
+    name = "lbfgs"
+
+    def __init__(self, memory: int = 10):
+        if not isinstance(memory, int) or memory < 1:
+            raise ValueError(f"memory must be a positive integer, got {memory!r}")
+        self.memory = memory
+
+    def init(self, problem, x, generator):
+        return {"S": [], "Y": [], "x": None, "g": None}
+
+    def update(self, s, x, g, oracle):
+        if s["x"] is not None:
+            sv, yv = x - s["x"], g - s["g"]
+            if bool(torch.dot(sv, yv) > 1e-12 * torch.linalg.vector_norm(sv) * torch.linalg.vector_norm(yv)):
+                s["S"].append(sv)
+                s["Y"].append(yv)
+                if len(s["S"]) > self.memory:
+                    s["S"].pop(0)
+                    s["Y"].pop(0)
+        s["x"], s["g"] = x, g
+        return LBFGSInverse(list(s["S"]), list(s["Y"]), x.shape[0], x.dtype, x.device), s
+
+
+__all__ = ["Preconditioner", "IdentityP", "AdamP", "AdaGradDiag", "AdaGradFull", "Hutchinson", "ExactHessian",
+           "FisherEmpirical", "FisherSampled", "UniformDirection", "HessianBMA", "AdaGradBMA",
+           "BlockDiagHessian", "LowRankHessian", "KFAC", "LBFGS", "LBFGSInverse", "Shifted", "tensor_bytes",
+           "resolve_blocks"]

@@ -1,0 +1,232 @@
+"""L2-regularized logistic regression, dense or sparse data.
+
+f(x) = (1/S) sum_s log(1 + exp(-b_s a_s^T x)) + (lam/2) ||x||^2,   b_s in {-1, +1}.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .base import Problem, check_partition, check_vector
+from ._common import Design, XCache, check_idx, check_lam, resolve_dtype_device, uniform
+
+_C3 = 1.0 / (6.0 * math.sqrt(3.0))  # sup_t |d^3/dt^3 log(1 + e^t)|
+
+
+def _check_labels(b, S: int, dtype, device, name: str = "b") -> torch.Tensor:
+    if not isinstance(b, torch.Tensor):
+        try:
+            b = torch.as_tensor(b)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{name} must be a 1-D tensor of {S} labels in {{-1, +1}}, got {type(b).__name__}") from None
+    if b.dim() != 1 or b.shape[0] != S:
+        raise ValueError(f"{name} must have shape ({S},) to match A's {S} rows, got {tuple(b.shape)}")
+    bad = (b != 1) & (b != -1)
+    if bool(bad.any()):
+        vals = torch.unique(b[bad].cpu())[:5].tolist()
+        raise ValueError(f"{name} must contain only labels -1 and +1, found {vals}; map {{0, 1}} or {{1, 2}} labels first")
+    return b.to(dtype=dtype, device=device)
+
+
+class LogisticRegression(Problem):
+    """Logistic regression with an analytic one-pass ``loss_grad`` and a two-pass ``hvp``.
+
+    Oracles (z = A x, s = sigmoid(-b * z), w = s (1 - s) = p (1 - p)):
+      loss   = mean(softplus(-b z)) + lam/2 ||x||^2
+      grad   = -(1/S) A^T (b * s) + lam x                       (passes: A x, A^T y)
+      hvp    = (1/S) A^T (w * (A v)) + lam v                     (passes: A v, A^T y, plus A x unless cached)
+      per-sample gradient of l_s: -b_s s_s a_s; model labels y ~ +1 w.p. p_s = sigmoid(z_s).
+    The vector s at the last x seen is cached (O(S) memory, keyed on the tensor object and its version
+    counter), so ``loss_grad(x)`` followed by ``hvp(x, v)`` (or several HVPs at one x) skips the A x pass.
+
+    Constants: fisher_scale = 1/S (the model Fisher (1/S) G^T G has expectation A^T diag(w) A / S, the
+    Hessian of the unregularized loss); L = ||A||_2^2 / (4 S) + lam (exact for small data, Lanczos estimate
+    otherwise; computed on first access); M = (1/(6 sqrt 3)) (1/S) sum_s ||a_s||^3.
+    Memory: A (and A^T as a second CSR tensor when sparse), b, and O(S) cache.
+    """
+
+    max_dense_n = 8192
+
+    def __init__(self, A, b, lam: float = 1e-3, *, dtype=None, device=None, name: str = "logistic",
+                 spectral_seed: int = 0):
+        if not isinstance(A, torch.Tensor):
+            raise ValueError(f"A must be a 2-D torch tensor (dense or sparse CSR), got {type(A).__name__}")
+        dtype, device = resolve_dtype_device(A, dtype, device)
+        self.design = Design(A, dtype, device, "A")
+        self.S, self.n = self.design.S, self.design.n
+        self.n_samples = self.S
+        self.b = _check_labels(b, self.S, dtype, device, "b")
+        self.lam = check_lam(lam)
+        self.dtype, self.device, self.name = dtype, device, name
+        self.fisher_scale = 1.0 / self.S
+        self.f_star = None
+        self._spectral_seed = spectral_seed
+        self._L = self._M = None
+        self._cache = XCache()
+
+    # -- constants (computed on first use) ----------------------------------------------------
+    @property
+    def L(self) -> float:
+        if self._L is None:
+            self._L = self.design.spectral_norm_sq(seed=self._spectral_seed) / (4.0 * self.S) + self.lam
+        return self._L
+
+    @property
+    def M(self) -> float:
+        if self._M is None:
+            self._M = _C3 * float((self.design.row_sq_norms() ** 1.5).mean())
+        return self._M
+
+    @property
+    def A(self) -> torch.Tensor:
+        return self.design.A
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the data held: A (and A^T), b."""
+        return self.design.nbytes + self.b.numel() * self.b.element_size()
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update(lam=self.lam, sparse=self.design.sparse, nnz=self.design.nnz)
+        return d
+
+    # -- internals ----------------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor) -> dict:
+        c = self._cache.get(x)
+        if c is not None:
+            return c
+        z = self.design.mv(x)
+        m = -self.b * z
+        return self._cache.put(x, {"z": z, "m": m, "s": torch.sigmoid(m)})
+
+    def _weights(self, c: dict) -> torch.Tensor:
+        if "w" not in c:
+            c["w"] = c["s"] * (1.0 - c["s"])
+        return c["w"]
+
+    def _check(self, x, name="x"):
+        check_vector(x, self.n, self.dtype, self.device, name)
+
+    # -- oracles ------------------------------------------------------------------------------
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        c = self._forward(x)
+        return F.softplus(c["m"]).mean() + 0.5 * self.lam * torch.dot(x, x)
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        c = self._forward(x)
+        return self.design.rmv(self.b * c["s"]).mul_(-1.0 / self.S).add_(x, alpha=self.lam)
+
+    def loss_grad(self, x: torch.Tensor):
+        self._check(x)
+        c = self._forward(x)
+        f = F.softplus(c["m"]).mean() + 0.5 * self.lam * torch.dot(x, x)
+        g = self.design.rmv(self.b * c["s"]).mul_(-1.0 / self.S).add_(x, alpha=self.lam)
+        return f, g
+
+    def hvp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        self._check(v, "v")
+        w = self._weights(self._forward(x))
+        return self.design.rmv(w * self.design.mv(v)).mul_(1.0 / self.S).add_(v, alpha=self.lam)
+
+    def per_sample_grads(self, x: torch.Tensor, idx=None) -> torch.Tensor:
+        """Rows -b_s sigmoid(-b_s a_s^T x) a_s for s in idx (dense (b, n); for sparse A, the selected rows
+        are densified: O(b n) memory)."""
+        self._check(x)
+        idx = check_idx(idx, self.S, self.device)
+        Ai = self.design.rows(idx)
+        coef = -self.b[idx] * torch.sigmoid(-self.b[idx] * (Ai @ x))
+        return Ai * coef[:, None]
+
+    def model_sample_grads(self, x: torch.Tensor, idx, generator: torch.Generator) -> torch.Tensor:
+        """Rows -y_s sigmoid(-y_s a_s^T x) a_s with y_s = +1 w.p. sigmoid(a_s^T x), else -1 (drawn with
+        ``generator``). E[g_s g_s^T] = p_s (1 - p_s) a_s a_s^T."""
+        self._check(x)
+        idx = check_idx(idx, self.S, self.device)
+        Ai = self.design.rows(idx)
+        z = Ai @ x
+        u = uniform(z.shape, generator, self.dtype, self.device)
+        y = torch.where(u < torch.sigmoid(z), 1.0, -1.0).to(self.dtype)
+        return Ai * (-y * torch.sigmoid(-y * z))[:, None]
+
+    def _check_dense_n(self, what: str):
+        if self.n > self.max_dense_n:
+            raise ValueError(f"{what} builds dense n x n matrices; n={self.n} exceeds the limit "
+                             f"{self.max_dense_n} for {self.name!r}")
+
+    def hessian(self, x: torch.Tensor) -> torch.Tensor:
+        """A^T diag(w) A / S + lam I (dense n x n; sparse A is densified in column chunks)."""
+        self._check(x)
+        self._check_dense_n("hessian")
+        w = self._weights(self._forward(x))
+        H = self.design.gram(w, 0, self.n) / self.S
+        H = 0.5 * (H + H.T)
+        H.diagonal().add_(self.lam)
+        return H
+
+    def hessian_blocks(self, x: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
+        """Blocks A[:, B]^T diag(w) A[:, B] / S + lam I, one per contiguous block B of ``sizes``.
+        Memory: the blocks plus O(S * block size) work space."""
+        self._check(x)
+        sizes = check_partition(sizes, self.n)
+        w = self._weights(self._forward(x))
+        out, start = [], 0
+        for s in sizes:
+            B = self.design.gram(w, start, start + s) / self.S
+            B = 0.5 * (B + B.T)
+            B.diagonal().add_(self.lam)
+            out.append(B)
+            start += s
+        return out
+
+    def kfac_factors(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        """One linear layer with one output: [(A_cov, G)] with A_cov = A^T A / S (n x n) and
+        G = [[mean_s w_s]] (1 x 1), the exact expected output-gradient second moment (``generator`` is
+        not used). A_cov kron G is K-FAC's independence approximation of the model Fisher
+        A^T diag(w) A / S; it is exact when all w_s are equal (e.g. at x = 0)."""
+        self._check(x)
+        self._check_dense_n("kfac_factors")
+        ones = torch.ones(self.S, dtype=self.dtype, device=self.device)
+        A_cov = self.design.gram(ones, 0, self.n) / self.S
+        A_cov = 0.5 * (A_cov + A_cov.T)
+        G = self._weights(self._forward(x)).mean().reshape(1, 1)
+        return [(A_cov, G)]
+
+
+def logistic_regression(A, b, lam: float = 1e-3, *, dtype=None, device=None, name: str = "logistic") -> LogisticRegression:
+    """Logistic regression problem f(x) = (1/S) sum log(1 + exp(-b_s a_s^T x)) + lam/2 ||x||^2.
+
+    ``A``: (S, n) dense tensor or torch sparse CSR (COO/CSC are converted); ``b``: (S,) labels in {-1, +1}.
+    ``dtype``/``device`` default to A's. See :class:`LogisticRegression`.
+    """
+    return LogisticRegression(A, b, lam, dtype=dtype, device=device, name=name)
+
+
+class ScalableLogistic(LogisticRegression):
+    """Sparse synthetic logistic regression of any size (see ``synthetic.sparse_logistic_data``).
+
+    Holds only A and A^T in CSR (O(nnz) = O(n) memory with the default sizes); never builds a dense
+    n x n or S x n matrix; ``hessian`` and ``kfac_factors`` only for n <= 4096."""
+
+    max_dense_n = 4096
+
+
+def scalable(n: int, seed: int = 0, *, n_samples: int | None = None, nnz_per_row: int | None = None,
+             lam: float = 1e-3, dtype=torch.float64, device="cpu") -> ScalableLogistic:
+    """Sparse synthetic logistic regression with n features, for cost-per-step sweeps (10^2 .. 10^7).
+
+    Data from :func:`precond_core.synthetic.sparse_logistic_data` (defaults: S = clip(n // 10, 100, 10^5)
+    samples, nnz about max(2 n, 10 S)); a gradient or HVP costs O(nnz) = O(n).
+    """
+    from precond_core.synthetic import sparse_logistic_data
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    A, b = sparse_logistic_data(n, n_samples=n_samples, nnz_per_row=nnz_per_row, seed=seed, dtype=dtype, device=device)
+    p = ScalableLogistic(A, b, lam, dtype=dtype, device=device, name="scalable", spectral_seed=seed)
+    return p

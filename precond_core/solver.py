@@ -1,0 +1,206 @@
+"""One loop for every method: ``Solver`` (one iteration at a time) and ``minimize`` (until a stop reason).
+
+An iteration is: preconditioner update at (x, g), the step rule's move, and the loss and gradient at
+the new point (reused from the step rule when it computed them). The clock is read after a device
+synchronize, so GPU times are those of finished work; the only host reads per iteration are the loss
+and gradient norm that the stopping test and the trace need.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .oracle import Oracle
+from .problems.base import Problem, check_vector, norm
+from .registry import Method, resolve_method
+from .timing import Clock
+
+STOP_REASONS = ("converged", "max_iters", "timeout", "diverged")
+
+
+def check_compatible(problem: Problem, method: Method) -> None:
+    """Raise ``ValueError`` when ``method`` cannot run on ``problem`` (size limit or missing capability)."""
+    info = method.info
+    if info.max_n is not None and problem.n > info.max_n:
+        raise ValueError(f"method {method.name!r} keeps dense n x n curvature and is limited to n <= {info.max_n}; "
+                         f"problem {problem.name!r} has n={problem.n}")
+    cap = {"per_sample_grads": "per_sample_grads", "model_sample_grads": "model_sample_grads",
+           "kfac_factors": "kfac_factors"}
+    for need in info.needs:
+        if need in cap and getattr(type(problem), cap[need]) is getattr(Problem, cap[need]):
+            raise ValueError(f"method {method.name!r} needs {need} which problem {problem.name!r} does not provide")
+
+
+class Solver:
+    """Runs ``method`` on ``problem`` one iteration at a time (``step()``); what the benchmarks time."""
+
+    def __init__(self, problem: Problem, method, x0: torch.Tensor | None = None, seed: int = 0):
+        self.problem = problem
+        self.method = resolve_method(method)
+        check_compatible(problem, self.method)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        self.seed = seed
+        self.generator = torch.Generator(device=problem.device).manual_seed(seed)
+        if x0 is None:
+            x = problem.x0()
+        else:
+            check_vector(x0, problem.n, problem.dtype, problem.device, "x0")
+            x = x0.clone()
+        self.oracle = Oracle(problem)
+        self.x = x
+        self.f, self.g = self.oracle.loss_grad(x)
+        self.pstate = self.method.preconditioner.init(problem, x, self.generator)
+        self.sstate = self.method.step_rule.init(problem, x)
+        self.op = None
+        self.iteration = 0
+
+    @property
+    def counts(self) -> dict:
+        return self.oracle.counts()
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of the preconditioner's persistent state and the operator it last produced (shared
+        storage counted once)."""
+        from .preconditioners import tensor_bytes
+        return tensor_bytes(self.pstate, self.op)
+
+    def step(self) -> None:
+        pre, rule, oracle = self.method.preconditioner, self.method.step_rule, self.oracle
+        self.op, self.pstate = pre.update(self.pstate, self.x, self.g, oracle)
+        x_new, f_new, g_new, self.sstate = rule.step(self.sstate, self.x, self.f, self.g, self.op, oracle)
+        if g_new is None:
+            f_new, g_new = oracle.loss_grad(x_new)
+        self.x, self.f, self.g = x_new, f_new, g_new
+        self.iteration += 1
+
+
+@dataclass
+class Trace:
+    """Per-iteration record of a run (iteration 0 is the starting point)."""
+    problem: str
+    method: str
+    label: str
+    params: dict
+    n: int
+    device: str
+    dtype: str
+    seed: int
+    eps: float
+    losses: list = field(default_factory=list)
+    grad_norms: list = field(default_factory=list)
+    times: list = field(default_factory=list)
+    n_grads: list = field(default_factory=list)
+    n_hvps: list = field(default_factory=list)
+    n_solves: list = field(default_factory=list)
+    n_sample_grads: list = field(default_factory=list)
+    stop_reason: str = ""
+    message: str = ""
+    state_bytes: int = 0
+    x: torch.Tensor | None = None
+
+    @property
+    def iterations(self) -> int:
+        return max(len(self.losses) - 1, 0)
+
+    def iters_to(self, eps: float) -> int | None:
+        """First iteration with ||grad|| <= eps, or ``None``."""
+        for i, gn in enumerate(self.grad_norms):
+            if gn <= eps:
+                return i
+        return None
+
+    def time_to(self, eps: float) -> float | None:
+        i = self.iters_to(eps)
+        return None if i is None else self.times[i]
+
+    def to_rows(self) -> list[dict]:
+        return [{"iter": i, "loss": self.losses[i], "grad_norm": self.grad_norms[i], "time_s": self.times[i],
+                 "n_grads": self.n_grads[i], "n_hvps": self.n_hvps[i], "n_solves": self.n_solves[i],
+                 "n_sample_grads": self.n_sample_grads[i]} for i in range(len(self.losses))]
+
+    def summary(self) -> dict:
+        steps = [b - a for a, b in zip(self.times, self.times[1:])]
+        steps.sort()
+        med = steps[len(steps) // 2] if len(steps) % 2 else (
+            0.5 * (steps[len(steps) // 2 - 1] + steps[len(steps) // 2]) if steps else float("nan"))
+        it = self.iters_to(self.eps)
+        return {"problem": self.problem, "method": self.method, "method_label": self.label, "n": self.n,
+                "device": self.device, "dtype": self.dtype, "seed": self.seed, "eps": self.eps,
+                "stop_reason": self.stop_reason, "iterations": self.iterations,
+                "iters_to_eps": float("nan") if it is None else it,
+                "time_to_eps": float("nan") if it is None else self.times[it],
+                "final_grad_norm": self.grad_norms[-1] if self.grad_norms else float("nan"),
+                "final_loss": self.losses[-1] if self.losses else float("nan"),
+                "median_step_s": med, "state_bytes": self.state_bytes}
+
+
+def minimize(problem: Problem, method, *, x0: torch.Tensor | None = None, eps: float = 1e-6,
+             max_iters: int = 1000, max_seconds: float | None = None, seed: int = 0, callback=None) -> Trace:
+    """Run ``method`` on ``problem`` until ||grad f(x_k)|| <= eps (``converged``), ``max_iters``
+    iterations, ``max_seconds`` of synchronized wall time (``timeout``) or a non-finite loss or gradient
+    (``diverged``). ``method`` is a registry name or a ``Method`` from ``make_method``.
+    ``callback(solver, trace)`` is called after each recorded iteration; returning True stops the run.
+    """
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0 or not math.isfinite(eps):
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    if not isinstance(max_iters, int) or isinstance(max_iters, bool) or max_iters < 0:
+        raise ValueError(f"max_iters must be an integer >= 0, got {max_iters!r}")
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
+        raise ValueError(f"max_seconds must be a number > 0 or None, got {max_seconds!r}")
+    clock = Clock(problem.device)
+    solver = Solver(problem, method, x0=x0, seed=seed)
+    m = solver.method
+    trace = Trace(problem=problem.name, method=m.name, label=m.label, params=dict(m.params), n=problem.n,
+                  device=torch.device(problem.device).type, dtype=str(problem.dtype).replace("torch.", ""),
+                  seed=seed, eps=float(eps))
+    next_bytes_check = 1
+
+    def record() -> tuple[float, float]:
+        f, gn = float(solver.f), float(norm(solver.g))
+        c = solver.oracle
+        trace.times.append(clock())
+        trace.losses.append(f)
+        trace.grad_norms.append(gn)
+        trace.n_grads.append(c.grads)
+        trace.n_hvps.append(c.hvps)
+        trace.n_solves.append(c.solves)
+        trace.n_sample_grads.append(c.sample_grads)
+        return f, gn
+
+    f, gn = record()
+    while True:
+        if not (math.isfinite(f) and math.isfinite(gn)):
+            trace.stop_reason = "diverged"
+            break
+        if gn <= eps:
+            trace.stop_reason = "converged"
+            break
+        if solver.iteration >= max_iters:
+            trace.stop_reason = "max_iters"
+            break
+        if max_seconds is not None and trace.times[-1] >= max_seconds:
+            trace.stop_reason = "timeout"
+            break
+        try:
+            solver.step()
+        except (torch.linalg.LinAlgError, FloatingPointError, ZeroDivisionError) as exc:
+            trace.stop_reason, trace.message = "diverged", f"{type(exc).__name__}: {exc}"
+            break
+        if solver.iteration >= next_bytes_check:  # state size is read at iterations 1, 2, 4, 8, ... (off the clock path)
+            trace.state_bytes = max(trace.state_bytes, solver.state_bytes)
+            next_bytes_check *= 2
+        f, gn = record()
+        if callback is not None and callback(solver, trace):
+            trace.stop_reason = "callback"
+            break
+    if solver.op is not None:
+        trace.state_bytes = max(trace.state_bytes, solver.state_bytes)
+    trace.x = solver.x
+    return trace
+
+
+__all__ = ["Solver", "Trace", "minimize", "check_compatible", "STOP_REASONS"]

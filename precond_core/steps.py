@@ -1,0 +1,204 @@
+"""Step rules: how far to move along the preconditioned direction (METHODS.md section 1).
+
+A step rule has ``init(problem, x) -> state`` and
+``step(state, x, f, g, op, oracle) -> (x_new, f_new, g_new, state)``; ``f_new``/``g_new`` are the loss
+and gradient at ``x_new`` when the rule had to compute them anyway (the solver then reuses them), else
+``None``. ``op`` is the curvature operator D of the preconditioner (``operators.Operator``).
+
+- ``Fixed(lr)``:           x+ = x - lr D^{-1} g                      (GD: D = I; Newton: lr = 1)
+- ``Armijo(...)``:         x+ = x - t D^{-1} g, t backtracked until f(x+) <= f(x) - c t g^T D^{-1} g
+- ``Regularized(M, sigma)``: x+ = x - (D + alpha I)^{-1} g, alpha = sqrt(M ||g|| / 2) + sigma (seed 000)
+- ``Adaptive(gamma0)``:    alpha = ||g|| / gamma; accept if f(x) - f(x+) >= ||g(x+)||^2 / (8 alpha) and
+                           double gamma, else halve gamma and retry (gradient-regularized Newton)
+- ``Power(lr, p, eps, beta1)``: x+ = x - lr (D + eps I)^p m, m = bias-corrected EMA of g (beta1 = 0: m = g);
+                           p = -1/2 is AdaGrad / Adam.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .problems.base import norm
+
+
+def _check_positive(name: str, value, allow_none: bool = False, allow_zero: bool = False):
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        what = "a finite number >= 0" if allow_zero else "a finite number > 0"
+        raise ValueError(f"{name} must be {what}{' or None' if allow_none else ''}, got {value!r}")
+
+
+class StepRule:
+    name = "step"
+
+    def init(self, problem, x):
+        return None
+
+    def params(self) -> dict:
+        return {}
+
+
+class Fixed(StepRule):
+    name = "fixed"
+
+    def __init__(self, lr: float | None = None):
+        _check_positive("lr", lr, allow_none=True)
+        self.lr = lr
+
+    def init(self, problem, x):
+        lr = self.lr
+        if lr is None:
+            if problem.L is None:
+                raise ValueError(f"step='fixed' needs lr: problem {problem.name!r} has no known smoothness "
+                                 "constant L to default to lr = 1/L")
+            lr = 1.0 / problem.L
+        return lr
+
+    def step(self, lr, x, f, g, op, oracle):
+        return x - lr * oracle.solve(op, g), None, None, lr
+
+    def params(self):
+        return {"lr": self.lr}
+
+
+class Armijo(StepRule):
+    """Backtracking on the sufficient-decrease condition; the next search starts at min(lr, t / beta)."""
+    name = "armijo"
+
+    def __init__(self, lr: float = 1.0, c: float = 1e-4, beta: float = 0.5, max_backtracks: int = 50):
+        _check_positive("lr", lr)
+        if not 0 < c < 1:
+            raise ValueError(f"c (Armijo constant) must be in (0, 1), got {c!r}")
+        if not 0 < beta < 1:
+            raise ValueError(f"beta (backtracking factor) must be in (0, 1), got {beta!r}")
+        self.lr, self.c, self.beta, self.max_backtracks = float(lr), float(c), float(beta), int(max_backtracks)
+
+    def init(self, problem, x):
+        return self.lr
+
+    def step(self, t_prev, x, f, g, op, oracle):
+        d = oracle.solve(op, g)
+        slope = torch.dot(g, d)
+        if not bool(slope > 0):  # not a descent direction (indefinite D): fall back to the gradient
+            d, slope = g, torch.dot(g, g)
+        t = min(self.lr, t_prev / self.beta)
+        fv, slope_v = float(f), float(slope)
+        for _ in range(self.max_backtracks):
+            x_new = x - t * d
+            f_new = oracle.loss(x_new)
+            if float(f_new) <= fv - self.c * t * slope_v:
+                return x_new, f_new, None, t
+            t *= self.beta
+        return x_new, f_new, None, t
+
+    def params(self):
+        return {"lr": self.lr, "c": self.c, "beta": self.beta}
+
+
+class Regularized(StepRule):
+    """The talk's regularized step: alpha_k = sqrt(M ||g_k|| / 2) + sigma (no line search).
+
+    ``M`` defaults to the problem's Hessian Lipschitz constant; ``sigma`` to the preconditioner's bound
+    (``Preconditioner.sigma``), e.g. sqrt(lambda_max^2 n(n-1) + n delta^2) for the uniform direction.
+    """
+    name = "regularized"
+
+    def __init__(self, M: float | None = None, sigma: float | None = None):
+        _check_positive("M", M, allow_none=True, allow_zero=True)
+        _check_positive("sigma", sigma, allow_none=True, allow_zero=True)
+        self.M, self.sigma = M, sigma
+        self.preconditioner = None  # set by the registry so sigma can default to its bound
+
+    def init(self, problem, x):
+        M = self.M if self.M is not None else problem.M
+        if M is None:
+            raise ValueError(f"step='regularized' needs M: problem {problem.name!r} has no known Hessian "
+                             "Lipschitz constant; pass M=...")
+        return {"M": float(M), "sigma": self.sigma}
+
+    def step(self, state, x, f, g, op, oracle):
+        sigma = state["sigma"]
+        if sigma is None:
+            sigma = self.preconditioner.sigma(oracle, x) if self.preconditioner is not None else None
+            if sigma is None:
+                raise ValueError("step='regularized' needs sigma: this preconditioner has no known bound; pass sigma=...")
+            state["sigma"] = sigma = float(sigma)
+        alpha = torch.sqrt(state["M"] * norm(g) / 2) + sigma
+        return x - oracle.solve(op, g, alpha), None, None, state
+
+    def params(self):
+        return {"M": self.M, "sigma": self.sigma}
+
+
+class Adaptive(StepRule):
+    """alpha_k = ||g_k|| / gamma_k with the acceptance test f(x) - f(x+) >= ||g(x+)||^2 / (8 alpha_k).
+
+    On acceptance gamma doubles, on rejection it halves and the step is retried (at most ``max_tries``
+    times; the last trial is taken). Each trial costs one loss+gradient, reused by the solver.
+    """
+    name = "adaptive"
+
+    def __init__(self, gamma0: float = 1.0, max_tries: int = 60):
+        _check_positive("gamma0", gamma0)
+        self.gamma0, self.max_tries = float(gamma0), int(max_tries)
+
+    def init(self, problem, x):
+        return self.gamma0
+
+    def step(self, gamma, x, f, g, op, oracle):
+        gn = norm(g)
+        fv = float(f)
+        for _ in range(self.max_tries):
+            alpha = gn / gamma
+            x_new = x - oracle.solve(op, g, alpha)
+            f_new, g_new = oracle.loss_grad(x_new)
+            decrease = fv - float(f_new)
+            if decrease >= float(torch.dot(g_new, g_new) / (8 * alpha)):
+                return x_new, f_new, g_new, gamma * 2.0
+            gamma *= 0.5
+        return x_new, f_new, g_new, gamma
+
+    def params(self):
+        return {"gamma0": self.gamma0}
+
+
+@dataclass
+class PowerState:
+    t: int
+    m: torch.Tensor | None
+
+
+class Power(StepRule):
+    """AdaGrad/Adam step x+ = x - lr (D + eps I)^p m_hat; m_hat = bias-corrected EMA of g (beta1 > 0)."""
+    name = "power"
+
+    def __init__(self, lr: float = 0.1, p: float = -0.5, eps: float = 1e-10, beta1: float = 0.0):
+        _check_positive("lr", lr)
+        _check_positive("eps", eps, allow_zero=True)
+        if not 0 <= beta1 < 1:
+            raise ValueError(f"beta1 must be in [0, 1), got {beta1!r}")
+        self.lr, self.p, self.eps, self.beta1 = float(lr), float(p), float(eps), float(beta1)
+
+    def init(self, problem, x):
+        return PowerState(0, torch.zeros_like(x) if self.beta1 > 0 else None)
+
+    def step(self, state, x, f, g, op, oracle):
+        state.t += 1
+        m = g
+        if state.m is not None:
+            state.m.mul_(self.beta1).add_(g, alpha=1 - self.beta1)
+            m = state.m / (1 - self.beta1 ** state.t)
+        return x - self.lr * oracle.power(op, m, self.p, self.eps), None, None, state
+
+    def params(self):
+        return {"lr": self.lr, "p": self.p, "eps": self.eps, "beta1": self.beta1}
+
+
+STEP_RULES = {"fixed": Fixed, "armijo": Armijo, "regularized": Regularized, "adaptive": Adaptive, "power": Power}
+
+__all__ = ["StepRule", "Fixed", "Armijo", "Regularized", "Adaptive", "Power", "STEP_RULES"]
