@@ -20,19 +20,20 @@ argument; value checks that would need a device-to-host copy (positivity, symmet
 
 Classes and costs (vector right-hand side; a matrix with m columns multiplies the O(n ...) terms by m):
 
-==========================  ===========================  ==================  ============  ==========================  ==========================
-class                       D                            memory              mv            solve                       power
-==========================  ===========================  ==================  ============  ==========================  ==========================
-``Scalar(n, c)``            c I (``Identity``: c = 1)    O(1)                O(n)          O(n)                        O(n)
-``Diagonal(d)``             diag(d)                      O(n)                O(n)          O(n)                        O(n)
-``LowRank(U, C, base)``     base I + U C U^T (n x r)     O(n r)              O(n r)        O(n r + r^3) (+ n r^2 once)  O(n r) (+ n r^2 once)
-``RankOne(a, b, base)``     base I + a b^T (non-sym.)    O(n)                O(n)          O(n) Sherman-Morrison        p in {0, 1, -1} only
-``Dense(M)``                M                            O(n^2)              O(n^2)        O(n^3)                      O(n^2) (+ n^3 once)
-``BlockDiagonal(blocks)``   diag(D_1, ..., D_k)          sum of blocks       sum           sum                         sum
-``BlockMean(lam, B, s)``    Lambda_bar + B_bar           O(k^2) + n int64    O(n + k^2)    O(n + k^3)                  O(n + k^3)
-``Kronecker(A, B)``         A kron B (p x p, q x q)      O(p^2 + q^2)        O(n (p+q))    O(n (p+q)) (+ p^3+q^3 once)  O(n (p+q)) (+ p^3+q^3 once)
-``Scaled(op, z)``           Z op Z, Z = diag(z)          op + O(n)           op + O(n)     op + O(n) (shift 0 only)     op + O(n) (scaled power)
-==========================  ===========================  ==================  ============  ==========================  ==========================
+- ``Scalar(n, c)`` / ``Identity(n)``: D = c I. Memory O(1); mv, solve, power O(n).
+- ``Diagonal(d)``: D = diag(d). Memory O(n); mv, solve, power O(n).
+- ``LowRank(U, C, base)``: D = base I + U C U^T, U n x r. Memory O(n r); mv O(n r); solve O(n r + r^3)
+  (+ O(n r^2) once for U^T U); power O(n r) (+ O(n r^2) once for thin QR and an r x r eigh); ``min_eig``.
+- ``RankOne(a, b, base)``: D = base I + a b^T, non-symmetric. Memory O(n); mv, solve (Sherman-Morrison) O(n);
+  power only for p in {0, 1, -1}.
+- ``Dense(M)``: D = M. Memory O(n^2); mv O(n^2); solve O(n^3); power O(n^2) (+ O(n^3) once for eigh).
+- ``BlockDiagonal(blocks)``: D = diag(D_1, ..., D_k) of any operators. Memory and costs: sums over blocks.
+- ``BlockMean(lam, B, sizes)``: D = Lambda_bar + B_bar (k blocks). Memory O(k^2) + an n-long int64 index;
+  mv O(n + k^2); solve and power O(n + k^3).
+- ``Kronecker(A, B)``: D = A kron B, A p x p, B q x q, n = p q. Memory O(p^2 + q^2); mv O(n (p + q));
+  solve, power O(n (p + q)) (+ O(p^3 + q^3) once for the eigh of both factors).
+- ``Scaled(op, z)``: D = Z op Z, Z = diag(z). Memory and costs: op's plus O(n); solve only with shift 0;
+  power is the scaled power Z^p op^p Z^p (exact only when Z and op commute).
 
 "once" marks a factorization cached on the operator (Gram matrix, thin QR + r x r eigh, eigh of the factors)
 and reused by later calls with any shift or power.

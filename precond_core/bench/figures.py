@@ -63,13 +63,17 @@ def convergence(bands: pd.DataFrame, panels: Sequence[tuple[str, float]], colour
         for xcol, ax in (("iter", axes[row, 0]), ("time_med", axes[row, 1])):
             for label, g in sub.groupby("method_label", sort=True):
                 g = g.sort_values("iter")
+                if xcol == "time_med":  # log time axis: the starting point (time 0) has no place on it
+                    g = g[g["time_med"] > 0]
                 c = colours.get(str(label))
                 ax.plot(g[xcol], g["gn_med"], color=c, lw=1.6, label=str(label))
                 ax.fill_between(g[xcol], g["gn_lo"], g["gn_hi"], color=c, alpha=0.2, lw=0)
             if eps is not None and np.isfinite(eps) and eps > 0:
                 ax.axhline(eps, color="0.3", ls=":", lw=1)
             ax.set_yscale("log")
-            ax.set_xlabel("iteration" if xcol == "iter" else "wall time (s, median over seeds)")
+            if xcol == "time_med" and (sub["time_med"] > 0).any():
+                ax.set_xscale("log")
+            ax.set_xlabel("iteration" if xcol == "iter" else "wall time (s, median over seeds, log)")
             ax.set_ylabel("gradient norm")
             ax.set_title(panel, fontsize="medium")
         _legend(axes[row, 0])
@@ -115,13 +119,16 @@ def block_count(points: pd.DataFrame, colours: Mapping[str, tuple], title: str) 
     one line per (method, n).
     """
     fig, axes = _figure(1, 2)
+    ns = sorted(points["n"].unique())
+    styles = {n: ("-", "--", ":", "-.")[i % 4] for i, n in enumerate(ns)}
+    markers = {n: "osD^v"[i % 5] for i, n in enumerate(ns)}
     for ax, (col, ylabel) in zip(axes[0], (("iters_to_eps", "iterations to eps"), ("time_to_eps", "time to eps (s)"))):
         for (label, n), g in points.groupby(["method_label_nok", "n"], sort=True):
             g = g.sort_values("k")
-            ax.plot(g["k"], g[col], "o-", color=colours.get(str(label)), label=f"{label}, n={n}",
-                    ms=4, lw=1.3, alpha=0.6 + 0.4 * (n == points["n"].max()))
+            ax.plot(g["k"], g[col], ls=styles[n], marker=markers[n], color=colours.get(str(label)),
+                    label=f"{label}, n={n}", ms=4, lw=1.3)
         ax.set_xscale("log", base=2)
-        if (points[col] > 0).any():
+        if col == "time_to_eps" and (points[col] > 0).any():
             ax.set_yscale("log")
         ax.set_xlabel("block count k")
         ax.set_ylabel(ylabel)

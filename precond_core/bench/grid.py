@@ -8,6 +8,7 @@ Format (see ``precond_core/suites/README.md``)::
     [defaults]                   # run settings; any of them may also appear in a problems/methods table
     eps = 1e-6
     max_iters = 500
+    threads = 1                  # optional: torch CPU threads per cell
     max_seconds = 60
     dtype = "float64"            # or a list: ["float32", "float64"]
     device = "cpu"
@@ -40,10 +41,10 @@ from typing import Any
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 #: run settings: allowed in [defaults] and as per-table overrides in [[problems]] / [[methods]]
-RUN_KEYS = ("eps", "max_iters", "max_seconds", "dtype", "device", "seeds")
+RUN_KEYS = ("eps", "max_iters", "max_seconds", "dtype", "device", "seeds", "threads")
 DTYPES = ("float32", "float64")
 _DEFAULTS = {"eps": 1e-6, "max_iters": 500, "max_seconds": 60.0, "dtype": "float64", "device": "cpu",
-             "seeds": [0]}
+             "seeds": [0], "threads": None}
 
 
 class GridError(ValueError):
@@ -64,6 +65,7 @@ class Cell:
     eps: float = 1e-6
     max_iters: int = 500
     max_seconds: float | None = None
+    threads: int | None = None  # torch CPU threads for this cell (None: leave torch's setting)
     suite: str = ""
 
     @property
@@ -155,63 +157,86 @@ def _expand(table: dict) -> list[dict]:
 def load_grid(source: str | Path, *, validate: bool = True) -> tuple[str, list[Cell]]:
     """Read a suite name or TOML path; return ``(suite_name, cells)`` in a deterministic order.
 
-    Everything is validated before anything runs: unknown tables or keys, unknown problem, dataset,
-    method or parameter raise :class:`GridError` naming the file, the table and the key.
+    A file is one grid (top-level ``[[problems]]`` and ``[[methods]]``) or several (``[[sweep]]`` blocks,
+    each with its own ``[[sweep.problems]]``, ``[[sweep.methods]]`` and optional ``[sweep.defaults]``
+    over the file's ``[defaults]``). Everything is validated before anything runs: unknown tables or keys,
+    unknown problem, dataset, method or parameter raise :class:`GridError` naming the file, the table and
+    the key. A cell listed twice (same ``run_id``) is kept once.
     """
     path = resolve_grid_path(source)
     data = _read_toml(path)
     where = str(path)
     suite = path.stem
-    unknown = set(data) - {"suite", "defaults", "problems", "methods"}
+    unknown = set(data) - {"suite", "defaults", "problems", "methods", "sweep"}
     if unknown:
         raise GridError(f"{where}: unknown top-level table(s) {sorted(unknown)}; allowed: "
-                        "[suite], [defaults], [[problems]], [[methods]]")
-    defaults = dict(_DEFAULTS)
-    dtab = data.get("defaults", {})
-    if not isinstance(dtab, dict):
-        raise GridError(f"{where}: [defaults] must be a table")
-    for key, val in dtab.items():
+                        "[suite], [defaults], [[problems]], [[methods]], [[sweep]]")
+    defaults = _defaults(dict(_DEFAULTS), data.get("defaults", {}), where, "[defaults]")
+    if "sweep" in data:
+        if "problems" in data or "methods" in data:
+            raise GridError(f"{where}: use either top-level [[problems]]/[[methods]] or [[sweep]] blocks, not both")
+        blocks = data["sweep"]
+        if not isinstance(blocks, list) or not blocks or not all(isinstance(t, dict) for t in blocks):
+            raise GridError(f"{where}: [[sweep]] must be one or more tables")
+    else:
+        blocks = [{"problems": data.get("problems"), "methods": data.get("methods")}]
+    cells: list[Cell] = []
+    seen = set()
+    for j, block in enumerate(blocks):
+        prefix = f"[[sweep]] #{j + 1} " if "sweep" in data else ""
+        extra = set(block) - {"name", "description", "defaults", "problems", "methods"}
+        if extra:
+            raise GridError(f"{where}: table {prefix.strip()}: unknown key(s) {sorted(extra)}; allowed: name, "
+                            "description, defaults, problems, methods")
+        bdefaults = _defaults(dict(defaults), block.get("defaults", {}), where, f"{prefix}[defaults]")
+        for cell in _grid_cells(block.get("problems"), block.get("methods"), bdefaults, where, prefix, suite,
+                                validate):
+            if cell.run_id not in seen:
+                seen.add(cell.run_id)
+                cells.append(cell)
+    return suite, cells
+
+
+def _defaults(base: dict, table, where: str, label: str) -> dict:
+    if not isinstance(table, dict):
+        raise GridError(f"{where}: {label} must be a table")
+    for key, val in table.items():
         if key == "seed":
-            key, val = "seeds", val
+            key = "seeds"
         if key not in RUN_KEYS:
-            raise GridError(f"{where}: table [defaults], key {key!r}: unknown setting; allowed: {list(RUN_KEYS)}")
-        defaults[key] = val
-    problems = data.get("problems")
-    methods = data.get("methods")
+            raise GridError(f"{where}: table {label}, key {key!r}: unknown setting; allowed: {list(RUN_KEYS)}")
+        base[key] = val
+    return base
+
+
+def _grid_cells(problems, methods, defaults: dict, where: str, prefix: str, suite: str, validate: bool):
     for name, tabs in (("problems", problems), ("methods", methods)):
         if not tabs or not isinstance(tabs, list) or not all(isinstance(t, dict) for t in tabs):
-            raise GridError(f"{where}: needs at least one [[{name}]] table")
-
+            raise GridError(f"{where}: {prefix}needs at least one [[{name}]] table")
     prob_entries = []  # (problem name, params, run overrides)
     for i, tab in enumerate(problems):
-        label = f"[[problems]] #{i + 1}"
+        label = f"{prefix}[[problems]] #{i + 1}"
         for combo in _expand(tab):
             name, params, over = _split(combo, where, label)
             if validate:
                 _validate_problem(name, params, where, label)
-            prob_entries.append((name, params, over))
+            prob_entries.append((name, params, over, label))
     meth_entries = []
     for i, tab in enumerate(methods):
-        label = f"[[methods]] #{i + 1}"
+        label = f"{prefix}[[methods]] #{i + 1}"
         for combo in _expand(tab):
             name, params, over = _split(combo, where, label)
             if validate:
                 _validate_method(name, params, where, label)
-            meth_entries.append((name, params, over))
-
-    cells: list[Cell] = []
-    seen = set()
-    for pname, pparams, pover in prob_entries:
-        for mname, mparams, mover in meth_entries:
+            meth_entries.append((name, params, over, label))
+    for pname, pparams, pover, plabel in prob_entries:
+        for mname, mparams, mover, mlabel in meth_entries:
             run = {**defaults, **pover, **mover}
-            settings = _run_settings(run, where)
+            settings = _run_settings(run, where, f"{plabel} x {mlabel}")
             for dtype, device, eps, max_iters, seed in itertools.product(*settings):
-                cell = Cell(pname, pparams, mname, mparams, device=device, dtype=dtype, seed=seed, eps=eps,
-                            max_iters=max_iters, max_seconds=run["max_seconds"], suite=suite)
-                if cell.run_id not in seen:  # a grid listing the same cell twice runs it once
-                    seen.add(cell.run_id)
-                    cells.append(cell)
-    return suite, cells
+                yield Cell(pname, pparams, mname, mparams, device=device, dtype=dtype, seed=seed, eps=eps,
+                           max_iters=max_iters, max_seconds=run["max_seconds"], threads=run["threads"],
+                           suite=suite)
 
 
 def _split(combo: dict, where: str, label: str) -> tuple[str, dict, dict]:
@@ -226,7 +251,7 @@ def _split(combo: dict, where: str, label: str) -> tuple[str, dict, dict]:
     return name, combo, over
 
 
-def _run_settings(run: dict, where: str):
+def _run_settings(run: dict, where: str, label: str):
     def listify(v):
         return v if isinstance(v, list) else [v]
 
@@ -234,22 +259,25 @@ def _run_settings(run: dict, where: str):
     epss, iters, seeds = listify(run["eps"]), listify(run["max_iters"]), listify(run["seeds"])
     for d in dtypes:
         if d not in DTYPES:
-            raise GridError(f"{where}: key 'dtype': {d!r} is not allowed; use one of {list(DTYPES)}")
+            raise GridError(f"{where}: {label}, key 'dtype': {d!r} is not allowed; use one of {list(DTYPES)}")
     for d in devices:
         if not isinstance(d, str) or d.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise GridError(f"{where}: key 'device': {d!r} is not allowed; use 'cpu', 'cuda' or 'cuda:<i>'")
+            raise GridError(f"{where}: {label}, key 'device': {d!r} is not allowed; use 'cpu', 'cuda' or 'cuda:<i>'")
     for e in epss:
         if isinstance(e, bool) or not isinstance(e, (int, float)) or e < 0:
-            raise GridError(f"{where}: key 'eps': {e!r} must be a number >= 0")
+            raise GridError(f"{where}: {label}, key 'eps': {e!r} must be a number >= 0")
     for m in iters:
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise GridError(f"{where}: key 'max_iters': {m!r} must be a positive integer")
+            raise GridError(f"{where}: {label}, key 'max_iters': {m!r} must be a positive integer")
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise GridError(f"{where}: key 'seeds': {s!r} must be a non-negative integer")
+            raise GridError(f"{where}: {label}, key 'seeds': {s!r} must be a non-negative integer")
+    th = run["threads"]
+    if th is not None and (isinstance(th, bool) or not isinstance(th, int) or th < 1):
+        raise GridError(f"{where}: {label}, key 'threads': {th!r} must be a positive integer")
     ms = run["max_seconds"]
     if ms is not None and (isinstance(ms, bool) or not isinstance(ms, (int, float)) or ms <= 0):
-        raise GridError(f"{where}: key 'max_seconds': {ms!r} must be a positive number")
+        raise GridError(f"{where}: {label}, key 'max_seconds': {ms!r} must be a positive number")
     return dtypes, devices, [float(e) for e in epss], iters, seeds
 
 

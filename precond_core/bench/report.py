@@ -381,6 +381,10 @@ def _table(caption: str, frame: pd.DataFrame, table_id: str, floats: str = "{:.4
                          escape=True)
     if len(frame) > MAX_TABLE_ROWS:
         caption = f"{caption} (first {MAX_TABLE_ROWS} of {len(frame)} rows)"
+    text_cols = [i + 1 for i, c in enumerate(shown.columns) if not pd.api.types.is_numeric_dtype(shown[c])]
+    if text_cols:  # numbers right-aligned (the default), text left-aligned
+        sel = ", ".join(f"#{table_id} td:nth-child({i}), #{table_id} th:nth-child({i})" for i in text_cols)
+        html = f"<style>{sel} {{ text-align: left; }}</style>\n{html}"
     return Table(caption, frame, table_id, html)
 
 
@@ -394,20 +398,22 @@ def _uniq(series: pd.Series) -> str:
     return ", ".join(sorted(vals)) if vals else "(not recorded)"
 
 
-def section_header(runs: pd.DataFrame, iters: pd.DataFrame) -> Section:
+def section_header(runs: pd.DataFrame, iters: pd.DataFrame, all_runs: pd.DataFrame | None = None) -> Section:
     sec = Section("runs", "Runs and environment")
-    commits = runs.groupby("git_commit", dropna=False).agg(
-        dirty=("git_dirty", "max") if "git_dirty" in runs else ("run_id", "size"),
+    all_runs = runs if all_runs is None else all_runs
+    commits = all_runs.groupby("git_commit", dropna=False).agg(
+        dirty=("git_dirty", "max") if "git_dirty" in all_runs else ("run_id", "size"),
         runs=("run_id", "size"),
-    ).reset_index() if "git_commit" in runs else pd.DataFrame()
-    commit_text = ", ".join(f"{_short(r.git_commit)}{' (dirty)' if 'git_dirty' in runs and bool(r.dirty) else ''}"
+    ).reset_index() if "git_commit" in all_runs else pd.DataFrame()
+    commit_text = ", ".join(f"{_short(r.git_commit)}{' (dirty)' if 'git_dirty' in all_runs and bool(r.dirty) else ''} [{r.runs} runs]"
                             for r in commits.itertuples()) if len(commits) else "(not recorded)"
-    ts = pd.to_datetime(runs["timestamp"], utc=True, errors="coerce") if "timestamp" in runs else pd.Series(dtype="datetime64[ns, UTC]")
+    ts = pd.to_datetime(all_runs["timestamp"], utc=True, errors="coerce") if "timestamp" in all_runs else pd.Series(dtype="datetime64[ns, UTC]")
     span = f"{ts.min():%Y-%m-%d %H:%M} to {ts.max():%Y-%m-%d %H:%M} UTC" if ts.notna().any() else "(not recorded)"
     env = pd.DataFrame([
         ("machine", _uniq(runs["machine"])), ("CPU", _uniq(runs["cpu"])), ("GPU", _uniq(runs["gpu"])),
         ("torch", _uniq(runs["torch_version"])), ("precond_core", _uniq(runs["precond_version"])),
-        ("commits", commit_text), ("suites", _uniq(runs["suite"])), ("runs", str(len(runs))),
+        ("commits", commit_text), ("suites", _uniq(runs["suite"])),
+        ("runs (newest execution of each)", str(len(runs))), ("stored executions", str(len(all_runs))),
         ("iteration rows", str(len(iters))), ("problems", _uniq(runs["problem"])),
         ("methods", str(runs["method_label"].nunique())), ("devices", _uniq(runs["device"])),
         ("dtypes", _uniq(runs["dtype"])), ("seeds", _uniq(runs["seed"].astype(str))), ("recorded", span),
@@ -682,19 +688,43 @@ def section_pytest_benchmark(pb: pd.DataFrame) -> Section:
     return sec
 
 
+def current_runs(runs: pd.DataFrame, iters: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The newest execution of each run_id (by timestamp) and its iteration rows.
+
+    Iteration rows carry no commit, so for a run_id stored more than once the rows of the newest part
+    (the store reads parts oldest first) are kept: rows with ``iter`` up to the newest ``iterations``,
+    the last row per (run_id, iter).
+    """
+    order = ["timestamp"] if "timestamp" in runs else []
+    cur = runs.sort_values(order, kind="stable") if order else runs
+    cur = cur.drop_duplicates("run_id", keep="last").reset_index(drop=True)
+    if iters is None or iters.empty:
+        return cur, iters
+    if len(cur) < len(runs) and "iterations" in cur:
+        last = cur.set_index("run_id")["iterations"]
+        keep = iters["iter"].to_numpy() <= iters["run_id"].map(last).fillna(np.inf).to_numpy()
+        iters = iters[keep].drop_duplicates(["run_id", "iter"], keep="last").reset_index(drop=True)
+    return cur, iters
+
+
 def collect_sections(runs: pd.DataFrame, iters: pd.DataFrame, asv: pd.DataFrame | None = None,
                      pb: pd.DataFrame | None = None) -> list[Section]:
-    """Build every section (figures rendered, tables as frames + HTML) from the tables."""
+    """Build every section (figures rendered, tables as frames + HTML) from the tables.
+
+    The store history uses every stored commit; all other sections use the newest execution of each
+    run_id (``current_runs``), so a run repeated at a later commit is counted once.
+    """
     runs = _normalize_runs(runs) if "device_type" not in runs else runs
-    colours = F.palette(runs["method_label"].astype(str))
+    current, iters = current_runs(runs, iters)
+    colours = F.palette(current["method_label"].astype(str))
     return [
-        section_header(runs, iters),
-        section_convergence(runs, iters, colours),
-        section_scaling(runs, colours),
-        section_blocks(runs, colours),
-        section_profile(runs, colours),
-        section_devices(runs),
-        section_theory(runs, colours),
+        section_header(current, iters, runs),
+        section_convergence(current, iters, colours),
+        section_scaling(current, colours),
+        section_blocks(current, colours),
+        section_profile(current, colours),
+        section_devices(current),
+        section_theory(current, colours),
         section_store_history(runs),
         section_asv(asv if asv is not None else pd.DataFrame()),
         section_pytest_benchmark(pb if pb is not None else pd.DataFrame()),

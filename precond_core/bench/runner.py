@@ -102,61 +102,59 @@ def _np(seq) -> np.ndarray:
     return np.asarray([float(v) for v in seq], dtype=np.float64)
 
 
-def _capable(problem, need: str) -> bool:
-    """Whether ``problem`` provides the oracle ``need`` (declared capabilities, else an override check)."""
-    from precond_core.problems.base import Problem
-
-    caps = getattr(problem, "capabilities", None)
-    if caps is not None:
-        caps = caps() if callable(caps) else caps
-        return need in caps
-    fn = getattr(type(problem), need, None)
-    return fn is not None and fn is not getattr(Problem, need, None)
-
-
-def _theory_bound(problem, method, eps: float, trace) -> float:
+def _theory_bound(problem, method, eps: float, x0, f0: float, g0_norm: float) -> float:
+    """The talk's K for the regularized step (``theory.bound_for_run``) when its constants are known, else NaN."""
+    if getattr(method, "params", {}).get("step") != "regularized":
+        return math.nan
     try:
         from precond_core import theory
-    except ImportError:
+
+        k = theory.bound_for_run(problem, method, x0, eps, f0, g0_norm)
+    except (ImportError, AttributeError, ValueError, NotImplementedError, ArithmeticError, TypeError):
         return math.nan
-    fn = getattr(theory, "iteration_bound", None)
-    if fn is None:
-        return math.nan
-    for call in (lambda: fn(problem, method, eps=eps), lambda: fn(problem, method, eps),
-                 lambda: fn(problem=problem, method=method, eps=eps, trace=trace)):
-        try:
-            k = call()
-        except TypeError:
-            continue
-        except (ValueError, NotImplementedError, ArithmeticError):
-            return math.nan
-        return math.nan if k is None else float(k)
-    return math.nan
+    return math.nan if k is None else float(k)
 
 
-def check_applicable(cell: Cell, problem) -> str | None:
-    """Reason why the method cannot run on this problem (``None`` when it can)."""
+def check_applicable(cell: Cell, problem, method=None) -> str | None:
+    """Reason why the method cannot run on this problem (``None`` when it can): a dense method above its
+    ``max_n``, a capability the problem lacks, or more blocks than coordinates."""
     import precond_core as pc
 
-    info = pc.method_info(cell.method)
-    dense = getattr(info, "dense", False)
-    max_n = getattr(info, "max_n", None)
-    if dense and max_n is not None and problem.n > max_n:
-        return f"{cell.method} keeps a dense n x n state; n={problem.n} > max_n={max_n}"
-    for need in getattr(info, "needs", ()) or ():
-        if not _capable(problem, need):
-            return f"{cell.method} needs {need!r}, which problem {cell.problem!r} does not provide"
+    method = method or pc.make_method(cell.method, **cell.method_params)
+    try:
+        from precond_core.solver import check_compatible
+    except ImportError:  # pragma: no cover - older library
+        check_compatible = None
+    if check_compatible is not None:
+        try:
+            check_compatible(problem, method)
+        except ValueError as exc:
+            return str(exc)
+    else:  # pragma: no cover
+        info = pc.method_info(cell.method)
+        if info.max_n is not None and problem.n > info.max_n:
+            return f"{cell.method} is limited to n <= {info.max_n}; n={problem.n}"
     k = cell.method_params.get("k")
     if k is not None and k > problem.n:
         return f"k={k} blocks > n={problem.n}"
     return None
 
 
+def gradient_seconds(problem, x0, device, repeat: int = 11, warmup: int = 3) -> float:
+    """Median synchronized time of ``problem.grad`` at x0 (a fresh copy per call, so that no cached forward
+    pass is reused), after ``warmup`` calls."""
+    from precond_core import timing
+
+    copies = iter([x0.clone() for _ in range(repeat + warmup)])
+    return statistics.median(timing.time_call(lambda: problem.grad(next(copies)), device=device, repeat=repeat,
+                                              warmup=warmup))
+
+
 def run_cell(cell: Cell) -> CellResult:
     """Build, measure and run one cell; return its runs row and iters rows (no git columns yet).
 
-    Measured besides ``minimize``: ``grad_s``, the median of 5 synchronized timings of ``problem.grad(x0)``
-    (after one warm-up), so that a step costs ``step_cost_grads = median_step_s / grad_s`` gradients, and
+    Measured besides ``minimize``: ``grad_s``, the median of 11 synchronized timings of ``problem.grad(x0)``
+    (after 3 warm-up calls), so that a step costs ``step_cost_grads = median_step_s / grad_s`` gradients, and
     ``peak_mem_bytes``: the CUDA caching allocator's peak during the cell on a GPU, the peak resident set
     size of the whole process so far on CPU (a process-wide high-water mark, not a per-cell figure).
     """
@@ -171,17 +169,25 @@ def run_cell(cell: Cell) -> CellResult:
     pparams = dict(cell.problem_params)
     pseed = pparams.pop("seed", cell.seed)
     problem = make_problem(cell.problem, dtype=dtype, device=cell.device, seed=pseed, **pparams)
-    why = check_applicable(cell, problem)
+    method = pc.make_method(cell.method, **cell.method_params)
+    why = check_applicable(cell, problem, method)
     if why:
         return CellResult(cell, skipped=why)
-    method = pc.make_method(cell.method, **cell.method_params)
 
-    x0 = problem.x0()
-    grad_s = statistics.median(timing.time_call(lambda: problem.grad(x0), device=cell.device, repeat=5, warmup=1))
-    if cell.device.startswith("cuda"):
-        timing.cuda_reset_peak(cell.device)
-    trace = pc.minimize(problem, method, eps=cell.eps, max_iters=cell.max_iters, max_seconds=cell.max_seconds,
-                        seed=cell.seed)
+    old_threads = torch.get_num_threads()
+    if cell.threads is not None:
+        torch.set_num_threads(cell.threads)
+    try:
+        threads = torch.get_num_threads()
+        x0 = problem.x0()
+        grad_s = gradient_seconds(problem, x0, cell.device)
+        if cell.device.startswith("cuda"):
+            timing.cuda_reset_peak(cell.device)
+        trace = pc.minimize(problem, method, eps=cell.eps, max_iters=cell.max_iters,
+                            max_seconds=cell.max_seconds, seed=cell.seed)
+    finally:
+        if cell.threads is not None:
+            torch.set_num_threads(old_threads)
     peak = timing.peak_memory_bytes(cell.device)
     wall = time.perf_counter() - t_start
 
@@ -207,7 +213,7 @@ def run_cell(cell: Cell) -> CellResult:
         "method_params_resolved": json.dumps(resolved, sort_keys=True, default=str),
         "method_label": label, "n": n, "k": ident["k"], "n_samples": int(getattr(problem, "n_samples", 0) or 0),
         "device": cell.device, "dtype": cell.dtype, "seed": cell.seed, "eps": cell.eps,
-        "max_iters": cell.max_iters,
+        "max_iters": cell.max_iters, "threads": threads,
         "max_seconds": math.nan if cell.max_seconds is None else float(cell.max_seconds),
         "stop_reason": str(trace.stop_reason), "iterations": int(trace.iterations),
         "iters_to_eps": math.nan if ite is None else float(ite),
@@ -218,7 +224,7 @@ def run_cell(cell: Cell) -> CellResult:
         "step_cost_grads": median_step / grad_s if grad_s > 0 else math.nan,
         "state_bytes": int(trace.state_bytes or 0), "peak_mem_bytes": int(peak),
         "peak_mem_kind": "cuda_allocator" if cell.device.startswith("cuda") else "process_peak_rss",
-        "wall_s": wall, "theory_bound": _theory_bound(problem, method, cell.eps, trace), "f0": float(losses[0]),
+        "wall_s": wall, "theory_bound": _theory_bound(problem, method, cell.eps, x0, float(losses[0]), float(gnorms[0])), "f0": float(losses[0]),
         "n_grads": int(counts["n_grads"][-1]), "n_hvps": int(counts["n_hvps"][-1]),
         "n_solves": int(counts["n_solves"][-1]),
         **machine_info(cell.device),
@@ -344,7 +350,6 @@ def run_sweep(source, store_dir, *, executor=None, rerun: bool = False, max_cell
                 store.write(runs, iters)
                 summary.stored.append(cell.run_id)
             if bar is not None:
-                bar.set_postfix_str(_short(cell), refresh=False)
                 bar.update(1)
     finally:
         if bar is not None:

@@ -42,7 +42,7 @@ ITERS_COLUMNS = [
 ]
 
 _INT = ["n", "seed", "max_iters", "iterations", "state_bytes", "peak_mem_bytes", "n_grads", "n_hvps",
-        "n_solves", "iter"]
+        "n_solves", "iter", "threads"]
 _FLOAT = ["eps", "iters_to_eps", "time_to_eps", "final_grad_norm", "final_loss", "median_step_s", "grad_s",
           "step_cost_grads", "wall_s", "theory_bound", "f0", "loss", "grad_norm", "time_s", "max_seconds",
           "min_grad_norm"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def _resolve_libsvm_raw(entry: Entry, *, trust_unverified: bool = False, overrid
     if _download_enabled(download) and write:
         text = _fetch.fetch(entry.name, data_dir=override, trust_unverified=trust_unverified, force=True)
         return text, _fetch.read_record(text) or sha256_file(text)
-    raise DatasetUnavailable(f"dataset {entry.name!r} is not on this machine (looked for {text}); "
+    raise DatasetUnavailable(f"dataset {entry.name!r} is not on this machine; "
                              + _fetch.manual_hint(entry, override), path=text)
 
 
@@ -232,8 +233,11 @@ def _from_parsed(parsed: Parsed, *, name, task, n_features, n_classes, dtype, de
     else:
         if scale is not None:
             data, s = _scale_csr(parsed.indptr, parsed.indices, data, n, d, scale)
-        A = torch.sparse_csr_tensor(torch.from_numpy(parsed.indptr), torch.from_numpy(parsed.indices),
-                                    torch.from_numpy(np.ascontiguousarray(data)), size=(n, d), dtype=torch.float64)
+        with warnings.catch_warnings():  # torch's "CSR support is in beta" notice
+            warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
+            A = torch.sparse_csr_tensor(torch.from_numpy(parsed.indptr), torch.from_numpy(parsed.indices),
+                                        torch.from_numpy(np.ascontiguousarray(data)), size=(n, d),
+                                        dtype=torch.float64, check_invariants=False)  # validated already
         A = A.to(dtype=dtype).to(device=device)
     tt = (lambda a: None if a is None else torch.from_numpy(np.asarray(a, dtype=np.float64)).to(dtype))
     return Dataset(A=A, b=_labels_tensor(y, task, dtype, device), name=name, task=task, n_samples=n,
@@ -408,26 +412,28 @@ def synthetic(name: str, **params):
 
 
 _SYN_RE = re.compile(r"synthetic:([a-z_]+?)(?:_(\d+)x(\d+))?")
+_SYN_TASK = {"logistic": "binary", "sparse_logistic": "binary", "nls": "regression", "softmax": "multiclass"}
 
 
 def _load_synthetic(key: str, *, dtype, device, seed) -> Dataset:
+    """``synthetic:<kind>`` or ``synthetic:<kind>_<S>x<N>`` -> the generator with n_samples=S,
+    n_features=N (its defaults otherwise) and ``seed``."""
     m = _SYN_RE.fullmatch(key)
-    if m is None or m.group(1) not in SYNTHETIC or m.group(1) == "quadratic":
+    if m is None or m.group(1) not in _SYN_TASK:
         raise ValueError(f"name_or_path {key!r}: synthetic names are 'synthetic:<kind>' or "
-                         f"'synthetic:<kind>_<samples>x<features>' with kind in "
-                         f"{sorted(k for k in SYNTHETIC if k != 'quadratic')} (quadratics: use synthetic('quadratic', ...))")
+                         f"'synthetic:<kind>_<samples>x<features>' with kind in {sorted(_SYN_TASK)} "
+                         "(quadratics: synthetic('quadratic', ...))")
     kind, S, N = m.groups()
     params = {"seed": seed}
     if S is not None:
         params.update(n_samples=int(S), n_features=int(N))
-    out = synthetic(kind, **params)
-    A, b = out[0], out[1]
-    A = A.to(device=device, dtype=dtype)
-    b = b.to(device=device) if not torch.is_floating_point(b) else b.to(device=device, dtype=dtype)
-    nnz = int(A._nnz()) if A.is_sparse or A.layout == torch.sparse_csr else int(torch.count_nonzero(A))
-    return Dataset(A=A, b=b, name=key, task="multiclass" if not torch.is_floating_point(b) else "binary",
-                   n_samples=A.shape[0], n_features=A.shape[1], nnz=nnz, label_map={}, source="synthetic",
-                   extra={"params": params})
+    elif kind == "sparse_logistic":
+        raise ValueError(f"name_or_path {key!r}: give the size, e.g. 'synthetic:sparse_logistic_100000x1000000'")
+    A, b = synthetic(kind, dtype=dtype, device=device, **params)
+    sparse = A.layout != torch.strided
+    nnz = int(A.values().numel()) if sparse else int(torch.count_nonzero(A))
+    return Dataset(A=A, b=b, name=key, task=_SYN_TASK[kind], n_samples=A.shape[0], n_features=A.shape[1], nnz=nnz,
+                   label_map={}, source=f"precond_core.synthetic.{SYNTHETIC[kind]}", extra={"params": params})
 
 
 # ---------------------------------------------------------------------------------------------------------

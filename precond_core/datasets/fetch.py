@@ -75,8 +75,11 @@ def resolve_url(entry: Entry, url: str | None = None) -> str:
     return entry.url
 
 
-def _download(url: str, dest_dir: Path, label: str, progress: bool, timeout: float) -> tuple[Path, str]:
-    """Stream ``url`` into a temporary file in ``dest_dir``; return (temp path, sha256). Cleans up on error."""
+def _download(url: str, dest_dir: Path, label: str, progress: bool, timeout: float, hint: str = "") -> tuple[Path, str]:
+    """Stream ``url`` into a temporary file in ``dest_dir``; return (temp path, sha256). Cleans up on error.
+
+    Errors are ``DatasetUnavailable`` whose message ends with ``hint`` (how to place the file by hand)."""
+    hint = "; " + hint if hint else ""
     import http.client
     import urllib.error
     import urllib.request
@@ -89,7 +92,7 @@ def _download(url: str, dest_dir: Path, label: str, progress: bool, timeout: flo
             try:
                 resp = urllib.request.urlopen(url, timeout=timeout)
             except (urllib.error.URLError, OSError) as e:
-                raise DatasetUnavailable(f"could not download {url}: {e}", path=label) from None
+                raise DatasetUnavailable(f"could not download {url}: {e}{hint}", path=label) from None
             with resp:
                 total = resp.headers.get("Content-Length")
                 total = int(total) if total and total.isdigit() else None
@@ -101,10 +104,10 @@ def _download(url: str, dest_dir: Path, label: str, progress: bool, timeout: flo
                             block = resp.read(CHUNK)
                         except http.client.IncompleteRead as e:
                             raise DatasetUnavailable(
-                                f"download of {url} was truncated after {got + len(e.partial)} of {total} bytes",
+                                f"download of {url} was truncated after {got + len(e.partial)} of {total} bytes{hint}",
                                 path=label) from None
                         except OSError as e:
-                            raise DatasetUnavailable(f"download of {url} failed after {got} bytes: {e}",
+                            raise DatasetUnavailable(f"download of {url} failed after {got} bytes: {e}{hint}",
                                                      path=label) from None
                         if not block:
                             break
@@ -117,7 +120,7 @@ def _download(url: str, dest_dir: Path, label: str, progress: bool, timeout: flo
                     if bar is not None:
                         bar.close()
                 if total is not None and got != total:
-                    raise DatasetUnavailable(f"download of {url} was truncated after {got} of {total} bytes",
+                    raise DatasetUnavailable(f"download of {url} was truncated after {got} of {total} bytes{hint}",
                                              path=label)
         return Path(tmp), h.hexdigest()
     except BaseException:
@@ -209,11 +212,11 @@ def fetch(name: str, *, url: str | None = None, data_dir=None, trust_unverified:
 
         try:
             return _resolve_libsvm_raw(entry, trust_unverified=trust_unverified, override=data_dir, download=False)[0]
-        except DatasetUnavailable as e:
-            if isinstance(e, ChecksumError):
-                raise
+        except DatasetUnavailable:  # missing, unverified or wrong: download a fresh copy
+            pass
     the_url = resolve_url(entry, url)
-    tmp, actual = _download(the_url, raw_dir(data_dir), entry.file, progress, timeout)
+    tmp, actual = _download(the_url, raw_dir(data_dir), entry.file, progress, timeout,
+                            manual_hint(entry, data_dir))
     return install(entry, tmp, actual, trust_unverified=trust_unverified, override=data_dir)
 
 

@@ -181,8 +181,9 @@ def map_labels(y: np.ndarray, task: str, path, n_classes: int | None = None) -> 
     """Map raw labels to the task's convention and return (mapped, mapping raw -> new).
 
     binary: exactly two values, the smaller -> -1 and the larger -> +1 (so -1/+1 stay, 0/1 and 1/2
-    become -1/+1); multiclass: integer values, sorted distinct values -> 0..C-1 (C <= n_classes
-    when given); regression: unchanged. A label set that does not fit raises ``DatasetFormatError``
+    become -1/+1); multiclass: integer values; with ``n_classes`` known, labels in 0..C-1 are kept
+    and labels in 1..C shifted by one, otherwise the sorted distinct values map to 0..C-1 (at most
+    ``n_classes`` of them when given); regression: unchanged. A label set that does not fit raises ``DatasetFormatError``
     naming the first line where it stops fitting.
     """
     if task == "regression":
@@ -212,6 +213,10 @@ def map_labels(y: np.ndarray, task: str, path, n_classes: int | None = None) -> 
         if len(vals) < 2:
             raise DatasetFormatError(f"a multiclass task needs at least two labels, got {vals.tolist()}",
                                      path=path, line=None)
+        if n_classes is not None:  # a known label range keeps class ids stable when a class is absent
+            for base in (0, 1):
+                if vals[0] >= base and vals[-1] <= n_classes - 1 + base:
+                    return (y - base).astype(np.int64), {float(v): int(v) - base for v in vals}
         return inv.astype(np.int64), {float(v): i for i, v in enumerate(vals)}
     raise ValueError(f"task must be one of ('binary', 'multiclass', 'regression'), got {task!r}")
 

@@ -1,0 +1,208 @@
+"""Each preconditioner's operator against a dense float64 construction of the same matrix."""
+import math
+
+import pytest
+import torch
+
+import precond_core as pc
+from precond_core import preconditioners as P
+from precond_core.oracle import Oracle
+
+F64 = torch.float64
+
+
+def _logistic(n_samples=40, n_features=6, lam=1e-2, device="cpu"):
+    A, b = pc.synthetic.logistic_data(n_samples=n_samples, n_features=n_features, seed=2, dtype=F64, device=device)
+    return pc.problems.logistic_regression(A, b, lam=lam)
+
+
+def _point(prob, seed=0):
+    g = torch.Generator(device=prob.device).manual_seed(seed)
+    return 0.3 * torch.randn(prob.n, generator=g, dtype=prob.dtype, device=prob.device)
+
+
+def _update(pre, prob, x, seed=0, steps=1, grads=None):
+    gen = torch.Generator(device=prob.device).manual_seed(seed)
+    oracle = Oracle(prob)
+    state = pre.init(prob, x, gen)
+    op = None
+    for i in range(steps):
+        g = prob.grad(x) if grads is None else grads[i]
+        op, state = pre.update(state, x, g, oracle)
+    return op, state, oracle
+
+
+def test_uniform_direction_forms_match_dense(device):
+    prob = _logistic(device=device)
+    x = _point(prob)
+    H = prob.hessian(x)
+    n = prob.n
+    for form, delta in (("raw", 0.0), ("symmetrized", 0.0), ("regularized", 0.25)):
+        op, state, oracle = _update(P.UniformDirection(form, delta), prob, x, seed=7)
+        gen = torch.Generator(device=device).manual_seed(7)              # replay the draw
+        u = torch.randn(n, generator=gen, dtype=F64, device=device)
+        u = u / u.norm()
+        D = n * torch.outer(H @ u, u)
+        if form != "raw":
+            D = 0.5 * (D + D.T) + delta * torch.eye(n, dtype=F64, device=device)
+        assert torch.allclose(op.to_dense(), D, atol=1e-10), form
+        assert oracle.hvps == 1
+        v = torch.randn(n, dtype=F64, device=device)
+        for shift in (0.5, 3.0):
+            expect = torch.linalg.solve(D + shift * torch.eye(n, dtype=F64, device=device), v)
+            assert torch.allclose(op.solve(v, shift), expect, rtol=1e-8, atol=1e-10)
+
+
+def test_fisher_empirical_matches_dense():
+    prob = _logistic(n_samples=40, n_features=6)
+    x = _point(prob)
+    op, _, _ = _update(P.FisherEmpirical(), prob, x)
+    G = prob.per_sample_grads(x)
+    F = G.T @ G / prob.n_samples + prob.lam * torch.eye(prob.n, dtype=F64)
+    assert torch.allclose(op.to_dense(), F, atol=1e-12)
+    # low-rank path (S < n)
+    prob2 = _logistic(n_samples=5, n_features=12)
+    x2 = _point(prob2)
+    op2, _, _ = _update(P.FisherEmpirical(), prob2, x2)
+    G2 = prob2.per_sample_grads(x2)
+    F2 = G2.T @ G2 / 5 + prob2.lam * torch.eye(12, dtype=F64)
+    assert torch.allclose(op2.to_dense(), F2, atol=1e-12)
+    v = torch.randn(12, dtype=F64)
+    assert torch.allclose(op2.solve(v, 0.1), torch.linalg.solve(F2 + 0.1 * torch.eye(12, dtype=F64), v), atol=1e-10)
+
+
+def test_sampled_fisher_is_unbiased_for_empirical_fisher():
+    """Mean over draws of the rank-b estimate -> empirical Fisher (b = 1 and b = 4)."""
+    prob = _logistic(n_samples=30, n_features=5)
+    x = _point(prob)
+    G = prob.per_sample_grads(x)
+    F = G.T @ G / prob.n_samples
+    for b in (1, 4):
+        pre = P.FisherSampled(b)
+        gen = torch.Generator().manual_seed(0)
+        oracle = Oracle(prob)
+        state = pre.init(prob, x, gen)
+        acc = torch.zeros_like(F)
+        N = 3000
+        for _ in range(N):
+            op, state = pre.update(state, x, None, oracle)
+            acc += op.to_dense() - prob.lam * torch.eye(prob.n, dtype=F64)
+        # per-entry standard error of a mean of N draws of S*g_s g_s^T / b (without replacement: smaller)
+        spread = (prob.n_samples * (G[:, :, None] * G[:, None, :])).std(0) / math.sqrt(N * b)
+        assert torch.all((acc / N - F).abs() <= 5 * spread + 1e-12), b
+        assert oracle.sample_grads == N * b
+
+
+def test_model_fisher_is_unbiased_for_gauss_newton_logistic():
+    """Labels drawn from the model: E[(1/S) sum g g^T] = Hessian of the unregularized loss."""
+    prob = _logistic(n_samples=20, n_features=4, lam=0.0)
+    x = _point(prob)
+    H = prob.hessian(x)
+    pre = P.FisherSampled(20, model=True)
+    gen = torch.Generator().manual_seed(1)
+    oracle = Oracle(prob)
+    state = pre.init(prob, x, gen)
+    N = 3000
+    acc = torch.zeros_like(H)
+    for _ in range(N):
+        op, state = pre.update(state, x, None, oracle)
+        acc += op.to_dense()
+    assert torch.allclose(acc / N, H, atol=0.02 * H.abs().max().item())
+
+
+def test_exact_hessian_and_blocks_match_dense():
+    prob = _logistic(n_samples=30, n_features=9)
+    x = _point(prob)
+    H = prob.hessian(x)
+    op, _, oracle = _update(P.ExactHessian(), prob, x)
+    assert torch.allclose(op.to_dense(), H, atol=1e-12) and oracle.hvps == prob.n
+    op, _, _ = _update(P.BlockDiagHessian(blocks=(2, 3, 4)), prob, x)
+    mask = torch.block_diag(torch.ones(2, 2), torch.ones(3, 3), torch.ones(4, 4)).bool()
+    assert torch.allclose(op.to_dense(), torch.where(mask, H, torch.zeros_like(H)), atol=1e-12)
+    op, _, _ = _update(P.HessianBMA(blocks=(2, 3, 4)), prob, x)
+    ref = pc.operators.block_mean_approximation(H, (2, 3, 4)).to_dense()
+    assert torch.allclose(op.to_dense(), ref, atol=1e-12)
+
+
+def test_lowrank_hessian_recovers_top_eigenpairs():
+    prob = pc.problems.quadratic(torch.tensor([10.0, 8.0, 6.0, 1.0, 0.5, 0.2, 0.1, 0.05], dtype=F64), seed=0)
+    x = prob.x0()
+    op, _, oracle = _update(P.LowRankHessian(rank=3), prob, x)
+    evals, evecs = torch.linalg.eigh(prob.hessian(x))
+    top = evecs[:, -3:] @ torch.diag(evals[-3:]) @ evecs[:, -3:].T
+    assert torch.allclose(op.to_dense(), top, atol=1e-8)
+    assert oracle.hvps <= 8
+
+
+def test_hutchinson_diagonal_matches_formula():
+    prob = _logistic()
+    x = _point(prob)
+    H = prob.hessian(x)
+    op, _, oracle = _update(P.Hutchinson(probes=3), prob, x, seed=4)
+    gen = torch.Generator().manual_seed(4)
+    est = torch.zeros(prob.n, dtype=F64)
+    for _ in range(3):
+        z = torch.randint(0, 2, (prob.n,), generator=gen).to(F64) * 2 - 1
+        est += z * (H @ z)
+    assert torch.allclose(op.to_dense(), torch.diag((est / 3).abs()), atol=1e-12) and oracle.hvps == 3
+
+
+def test_adagrad_variants_match_dense_statistics():
+    g = torch.Generator().manual_seed(0)
+    prob = pc.problems.quadratic(n=9, cond=5.0, seed=1)
+    x = prob.x0()
+    grads = [torch.randn(9, generator=g, dtype=F64) for _ in range(5)]
+    Hsum = sum(torch.outer(v, v) for v in grads)
+    op, _, _ = _update(P.AdaGradFull(), prob, x, steps=5, grads=grads)
+    assert torch.allclose(op.to_dense(), Hsum)
+    op, _, _ = _update(P.AdaGradDiag(), prob, x, steps=5, grads=grads)
+    assert torch.allclose(op.to_dense(), torch.diag(torch.diag(Hsum)))
+    op, _, _ = _update(P.AdaGradBMA(blocks=(3, 2, 4)), prob, x, steps=5, grads=grads)
+    ref = pc.operators.block_mean_approximation(Hsum, (3, 2, 4))
+    assert torch.allclose(op.to_dense(), ref.to_dense(), atol=1e-12)
+    # Adam: bias-corrected EMA of g*g
+    op, _, _ = _update(P.AdamP(beta2=0.9), prob, x, steps=5, grads=grads)
+    v = sum(0.1 * 0.9 ** (4 - i) * grads[i] ** 2 for i in range(5)) / (1 - 0.9 ** 5)
+    assert torch.allclose(torch.diag(op.to_dense()), v)
+
+
+def test_kfac_on_quadratic_is_exact():
+    prob = pc.problems.quadratic(n=6, cond=4.0, seed=0)
+    x = prob.x0()
+    op, _, _ = _update(P.KFAC(), prob, x)
+    assert torch.allclose(op.to_dense(), prob.hessian(x), atol=1e-12)
+
+
+def test_kfac_softmax_matches_kronecker_of_factors():
+    A, y = pc.synthetic.softmax_data(n_samples=50, n_features=4, n_classes=3, seed=0)
+    prob = pc.problems.softmax_regression(A, y, n_classes=3, lam=1e-2)
+    x = _point(prob)
+    op, _, _ = _update(P.KFAC(), prob, x, seed=3)
+    factors = prob.kfac_factors(x, torch.Generator().manual_seed(3))
+    dense = torch.block_diag(*[torch.kron(a, b) for a, b in factors]) + prob.lam * torch.eye(prob.n, dtype=F64)
+    assert torch.allclose(op.to_dense(), dense, atol=1e-12)
+
+
+def test_lbfgs_inverse_satisfies_secant_equation():
+    prob = pc.problems.quadratic(n=7, cond=10.0, seed=2)
+    tr = pc.minimize(prob, "lbfgs", eps=1e-12, max_iters=4)
+    pre = P.LBFGS(memory=3)
+    gen = torch.Generator().manual_seed(0)
+    oracle = Oracle(prob)
+    state = pre.init(prob, prob.x0(), gen)
+    xs = [prob.x0() + 0.1 * k * torch.ones(7, dtype=F64) + 0.05 * k ** 2 * torch.arange(7, dtype=F64) for k in range(4)]
+    for x in xs:
+        op, state = pre.update(state, x, prob.grad(x), oracle)
+    s, yv = state["S"][-1], state["Y"][-1]
+    assert torch.allclose(op.solve(yv), s, atol=1e-10)          # H_k y = s for the newest pair
+    assert tr.grad_norms[-1] < tr.grad_norms[0]
+
+
+def test_state_bytes_is_O_n_for_matrix_free_methods():
+    prob = pc.problems.scalable(100000, seed=0)
+    n = prob.n
+    for name, kw in [("adagrad", {}), ("uniform_direction", {}), ("adagrad_bma", {"k": 64}), ("fisher_sampled", {})]:
+        s = pc.Solver(prob, pc.make_method(name, **kw))
+        s.step()
+        s.step()
+        assert 0 < s.state_bytes <= 8 * 8 * n, (name, s.state_bytes)
