@@ -18,7 +18,7 @@ STEP_PARAMS: dict[str, dict[str, Any]] = {
     "fixed": {"lr": None},
     "armijo": {"lr": 1.0, "c": 1e-4, "beta": 0.5},
     "regularized": {"M": None, "sigma": None},
-    "adaptive": {"gamma0": 1.0},
+    "adaptive": {"gamma0": 1.0, "grow": 2.0, "shrink": 0.5},
     "power": {"lr": 0.1, "eps": 1e-10, "beta1": 0.0},
 }
 

@@ -97,6 +97,7 @@ class Trace:
     n_hvps: list = field(default_factory=list)
     n_solves: list = field(default_factory=list)
     n_sample_grads: list = field(default_factory=list)
+    n_losses: list = field(default_factory=list)
     stop_reason: str = ""
     message: str = ""
     state_bytes: int = 0
@@ -120,7 +121,7 @@ class Trace:
     def to_rows(self) -> list[dict]:
         return [{"iter": i, "loss": self.losses[i], "grad_norm": self.grad_norms[i], "time_s": self.times[i],
                  "n_grads": self.n_grads[i], "n_hvps": self.n_hvps[i], "n_solves": self.n_solves[i],
-                 "n_sample_grads": self.n_sample_grads[i]} for i in range(len(self.losses))]
+                 "n_sample_grads": self.n_sample_grads[i], "n_losses": self.n_losses[i]} for i in range(len(self.losses))]
 
     def summary(self) -> dict:
         steps = [b - a for a, b in zip(self.times, self.times[1:])]
@@ -169,6 +170,7 @@ def minimize(problem: Problem, method, *, x0: torch.Tensor | None = None, eps: f
         trace.n_hvps.append(c.hvps)
         trace.n_solves.append(c.solves)
         trace.n_sample_grads.append(c.sample_grads)
+        trace.n_losses.append(c.losses)
         return f, gn
 
     f, gn = record()

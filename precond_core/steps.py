@@ -138,14 +138,21 @@ class Regularized(StepRule):
 class Adaptive(StepRule):
     """alpha_k = ||g_k|| / gamma_k with the acceptance test f(x) - f(x+) >= ||g(x+)||^2 / (8 alpha_k).
 
-    On acceptance gamma doubles, on rejection it halves and the step is retried (at most ``max_tries``
-    times; the last trial is taken). Each trial costs one loss+gradient, reused by the solver.
+    On acceptance gamma is multiplied by ``grow`` (2 in METHODS.md), on rejection by ``shrink`` (1/2)
+    and the step is retried (at most ``max_tries`` times; the last trial is taken). A trial first
+    evaluates f(x+) alone: when f does not decrease the test fails whatever g(x+) is, so the gradient is
+    skipped (problems that cache their forward pass then pay one pass instead of two). An accepted
+    trial's loss and gradient are reused by the solver.
     """
     name = "adaptive"
 
-    def __init__(self, gamma0: float = 1.0, max_tries: int = 60):
+    def __init__(self, gamma0: float = 1.0, grow: float = 2.0, shrink: float = 0.5, max_tries: int = 60):
         _check_positive("gamma0", gamma0)
-        self.gamma0, self.max_tries = float(gamma0), int(max_tries)
+        if not (isinstance(grow, (int, float)) and grow >= 1):
+            raise ValueError(f"grow must be a number >= 1, got {grow!r}")
+        if not (isinstance(shrink, (int, float)) and 0 < shrink < 1):
+            raise ValueError(f"shrink must be a number in (0, 1), got {shrink!r}")
+        self.gamma0, self.grow, self.shrink, self.max_tries = float(gamma0), float(grow), float(shrink), int(max_tries)
 
     def init(self, problem, x):
         return self.gamma0
@@ -156,15 +163,18 @@ class Adaptive(StepRule):
         for _ in range(self.max_tries):
             alpha = gn / gamma
             x_new = x - oracle.solve(op, g, alpha)
+            if not float(oracle.loss(x_new)) < fv:       # no decrease (or NaN): reject without the gradient
+                gamma *= self.shrink
+                continue
             f_new, g_new = oracle.loss_grad(x_new)
-            decrease = fv - float(f_new)
-            if decrease >= float(torch.dot(g_new, g_new) / (8 * alpha)):
-                return x_new, f_new, g_new, gamma * 2.0
-            gamma *= 0.5
+            if fv - float(f_new) >= float(torch.dot(g_new, g_new) / (8 * alpha)):
+                return x_new, f_new, g_new, gamma * self.grow
+            gamma *= self.shrink
+        f_new, g_new = oracle.loss_grad(x_new)
         return x_new, f_new, g_new, gamma
 
     def params(self):
-        return {"gamma0": self.gamma0}
+        return {"gamma0": self.gamma0, "grow": self.grow, "shrink": self.shrink}
 
 
 @dataclass

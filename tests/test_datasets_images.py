@@ -13,7 +13,9 @@ from precond_core.datasets import images  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
+def data_dir(tmp_path, monkeypatch, request):
+    if "real" not in request.node.name:   # tiny-file tests must not see a system-wide installation
+        monkeypatch.setattr(images, "DEBIAN_FASHION_DIR", tmp_path / "no-debian-files")
     d = tmp_path / "data"
     monkeypatch.setenv("PRECOND_DATA_DIR", str(d))
     for var in ("PRECOND_FASHION_MNIST_DIR", "PRECOND_CIFAR10_DIR", "PRECOND_REGISTRY"):

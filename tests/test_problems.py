@@ -405,3 +405,22 @@ def test_device_placement_and_generators(device):
     if device == "cuda":
         with pytest.raises(ValueError, match="x is on device cpu"):
             p.loss(torch.zeros(p.n, dtype=F64))
+
+
+def _have(name):
+    try:
+        from precond_core import datasets
+        return bool(datasets.available().get(name))
+    except Exception:  # the data layer or its optional dependencies are absent
+        return False
+
+
+@pytest.mark.skipif(not _have("mushrooms"), reason="mushrooms data set not on this machine")
+def test_registry_logistic_mushrooms():
+    p = P.make_problem("logistic", dataset="mushrooms")
+    assert (p.n, p.n_samples) == (112, 8124)  # the talk's LIBSVM mushrooms: n = 112
+    assert set(torch.unique(p.b).tolist()) == {-1.0, 1.0}
+    x0 = torch.zeros(p.n, dtype=F64)
+    assert float(p.loss(x0)) == pytest.approx(math.log(2.0))
+    lmax = float(torch.linalg.eigvalsh(p.hessian(x0))[-1])
+    assert lmax <= p.L <= lmax * (1 + 1e-9)

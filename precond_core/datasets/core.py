@@ -350,12 +350,20 @@ def _load_entry(entry: Entry, *, dtype, device, dense, scale, split, layout, tru
 
         X, y, folder = (load_fashion_mnist if kind == "idx" else load_cifar10)(split, override)
         layout = layout or "image"
-        Xf = X.astype(np.float64) / 255.0
         if layout == "flat":
-            Xf = Xf.reshape(Xf.shape[0], -1)
-        return _from_dense_array(Xf, y, name=entry.name, task=entry.task, n_classes=entry.n_classes, dtype=dtype,
-                                 device=device, scale=scale, source=entry.source, entry=entry, path=folder,
-                                 layout=layout, extra={"split": split})
+            X = X.reshape(X.shape[0], -1)
+        if scale is not None:
+            if layout == "image":
+                raise ValueError("scale applies to flat feature matrices; pass layout='flat' to scale image data")
+            return _from_dense_array(X / 255.0, y, name=entry.name, task=entry.task, n_classes=entry.n_classes,
+                                     dtype=dtype, device=device, scale=scale, source=entry.source, entry=entry,
+                                     path=folder, layout=layout, extra={"split": split})
+        y2, mapping = map_labels(y.astype(np.float64), entry.task, folder, entry.n_classes)
+        A = torch.from_numpy(np.ascontiguousarray(X)).to(device=device, dtype=dtype).div_(255)  # uint8 -> [0, 1]
+        return Dataset(A=A, b=torch.as_tensor(y2, dtype=torch.int64, device=device), name=entry.name,
+                       task=entry.task, n_samples=X.shape[0], n_features=int(np.prod(X.shape[1:])),
+                       nnz=int(np.count_nonzero(X)), label_map=mapping, source=entry.source, path=str(folder),
+                       license=entry.license, attribution=entry.attribution, extra={"split": split})
     raise DatasetError(f"entry [{entry.name}] has an unknown source {entry.source!r}", path=entry.name)
 
 
