@@ -246,6 +246,7 @@ class ExactHessian(Preconditioner):
 
 class FisherEmpirical(Preconditioner):
     name = "fisher_empirical"
+    sigma_per_step = True
 
     def update(self, state, x, g, oracle):
         p = oracle.problem
@@ -259,11 +260,12 @@ class FisherEmpirical(Preconditioner):
 
     def sigma(self, oracle, x):
         f = getattr(oracle.problem, "fisher_sigma", None)
-        return float(f(x)) if f is not None else None
+        return f(x) if f is not None else None
 
 
 class FisherSampled(Preconditioner):
     name = "fisher_sampled"
+    sigma_per_step = True
 
     def __init__(self, b: int = 1, model: bool = False):
         if not isinstance(b, int) or isinstance(b, bool) or b < 1:
@@ -284,7 +286,7 @@ class FisherSampled(Preconditioner):
 
     def sigma(self, oracle, x):
         f = getattr(oracle.problem, "fisher_sigma", None)
-        return float(f(x)) if f is not None else None
+        return f(x) if f is not None else None
 
 
 class UniformDirection(Preconditioner):

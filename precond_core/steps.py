@@ -104,7 +104,9 @@ class Regularized(StepRule):
     """The talk's regularized step: alpha_k = sqrt(M ||g_k|| / 2) + sigma (no line search).
 
     ``M`` defaults to the problem's Hessian Lipschitz constant; ``sigma`` to the preconditioner's bound
-    (``Preconditioner.sigma``), e.g. sqrt(lambda_max^2 n(n-1) + n delta^2) for the uniform direction.
+    (``Preconditioner.sigma``): sqrt(lambda_max^2 n(n-1) + n delta^2) for the uniform direction (computed
+    once), sigma(x_k) = L sum_s |phi(a_s, x_k) - b_s| (least squares) or 2 f(x_k) (softmax) for Fisher
+    preconditioners (recomputed every step, as in the talk).
     """
     name = "regularized"
 
@@ -124,10 +126,12 @@ class Regularized(StepRule):
     def step(self, state, x, f, g, op, oracle):
         sigma = state["sigma"]
         if sigma is None:
-            sigma = self.preconditioner.sigma(oracle, x) if self.preconditioner is not None else None
+            pre = self.preconditioner
+            sigma = pre.sigma(oracle, x) if pre is not None else None
             if sigma is None:
                 raise ValueError("step='regularized' needs sigma: this preconditioner has no known bound; pass sigma=...")
-            state["sigma"] = sigma = float(sigma)
+            if not getattr(pre, "sigma_per_step", False):   # a bound over all x: computed once
+                state["sigma"] = sigma
         alpha = torch.sqrt(state["M"] * norm(g) / 2) + sigma
         return x - oracle.solve(op, g, alpha), None, None, state
 

@@ -230,3 +230,15 @@ def test_partition_helpers():
     assert base.partition(10, 3) == (4, 3, 3)
     with pytest.raises(ValueError, match="k"):
         base.partition(3, 4)
+
+
+def test_fisher_regularized_step_recomputes_sigma_each_step():
+    """The talk's Fisher step uses sigma(x_k) = 2 f(x_k) (softmax): alpha shrinks as f decreases."""
+    A, y = pc.synthetic.softmax_data(n_samples=60, n_features=4, n_classes=3, seed=0)
+    prob = pc.problems.softmax_regression(A, y, n_classes=3, lam=1e-2)
+    m = pc.make_method("fisher_empirical", step="regularized", M=1.0)
+    tr = pc.minimize(prob, m, eps=1e-12, max_iters=30)
+    assert tr.losses[-1] < tr.losses[0] and tr.grad_norms[-1] < tr.grad_norms[0]
+    sigma0 = float(prob.fisher_sigma(prob.x0()))
+    sigma_end = float(prob.fisher_sigma(tr.x))
+    assert sigma_end < sigma0

@@ -48,7 +48,8 @@ def sweep_cells() -> list[Cell]:
                 continue
             for seed in (0, 1):
                 cells.append(Cell(prob, pp, meth, mp, seed=seed, **common))
-    cells.append(Cell("quadratic", {"n": 20}, "gd", {"lr": 1e6, "step": "fixed"}, seed=0, **common))
+    cells.append(Cell("quadratic", {"n": 20}, "gd", {"lr": 1e6, "step": "fixed"}, seed=0,
+                      **{**common, "max_iters": 200}))  # overflows to inf: a diverged run
     return cells
 
 

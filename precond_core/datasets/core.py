@@ -490,10 +490,10 @@ def _locate(entry: Entry, override) -> str:
         p, _ = _resolve_libsvm_raw(entry, override=override, download=False, write=False)
         return str(p)
     if kind == "sklearn":
-        try:
-            import sklearn  # noqa: F401
-        except ImportError:
-            raise DatasetUnavailable("scikit-learn is not installed", path=entry.name) from None
+        import importlib.util
+
+        if importlib.util.find_spec("sklearn") is None:  # without importing it (slow)
+            raise DatasetUnavailable("scikit-learn is not installed", path=entry.name)
         return f"scikit-learn {entry.source.split(':', 1)[1]}"
     from .images import cifar10_dirs, fashion_mnist_dirs, _find
 

@@ -38,11 +38,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
+            raw = bytearray(f.read())  # writable, so torch.from_numpy can share it
     except (OSError, EOFError) as e:
         raise DatasetFormatError(f"cannot read IDX file: {e}", path=path) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DatasetFormatError(f"not an IDX file (magic bytes {raw[:4].hex()!r})", path=path)
+        raise DatasetFormatError(f"not an IDX file (magic bytes {bytes(raw[:4]).hex()!r})", path=path)
     ndim = raw[3]
     head = 4 + 4 * ndim
     if len(raw) < head:

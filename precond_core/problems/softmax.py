@@ -5,8 +5,6 @@ layout); one contiguous block of d coordinates per class.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .base import Problem, check_vector
