@@ -15,8 +15,9 @@ Oracles (all return tensors on the problem's device, no host copies):
 - ``hessian(x)`` -> dense (n, n), small n only (tests and Newton);
 - ``hessian_blocks(x, sizes)`` -> list of dense diagonal blocks of the Hessian for a partition ``sizes``.
 
-Conventions (``METHODS.md``): ``fisher_scale`` is the factor that turns the mean of per-sample outer
-products into the Fisher of the objective as written (1/S for a mean loss, 1 for a sum loss);
+Conventions (``METHODS.md``): ``fisher_scale`` is the factor that turns the *sum* of per-sample outer
+products, sum_s g_s g_s^T, into the Fisher of the objective as written (1/S for a mean loss, 1 for a
+sum loss);
 ``lam`` is the ridge coefficient whose Hessian ``lam * I`` is added exactly to any Fisher estimate.
 Constants the theory needs are attributes, ``None`` where not known: ``L`` (gradient Lipschitz
 constant), ``M`` (Hessian Lipschitz constant), ``f_star`` (optimal value).
