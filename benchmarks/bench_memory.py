@@ -13,7 +13,7 @@ from . import cases
 class Memory:
     params = [list(cases.methods()), list(cases.N_MEMORY), list(cases.DEVICES)]
     param_names = ["method", "n", "device"]
-    timeout = 300
+    timeout = cases.TIMEOUT
 
     def setup(self, method, n, device):
         self.solver = cases.make_solver(method, n, device)
@@ -30,7 +30,7 @@ class Memory:
 class CudaMemory:
     params = [list(cases.methods()), list(cases.N_MEMORY)]
     param_names = ["method", "n"]
-    timeout = 300
+    timeout = cases.TIMEOUT
 
     def setup(self, method, n):
         self.step = cases.step_fn(cases.make_solver(method, n, "cuda"), "cuda")

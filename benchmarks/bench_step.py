@@ -12,7 +12,7 @@ class StepCost:
 
     params = [list(cases.methods()), list(cases.N_STEP), list(cases.DEVICES)]
     param_names = ["method", "n", "device"]
-    timeout = 300
+    timeout = cases.TIMEOUT
 
     def setup(self, method, n, device):
         self.step = cases.step_fn(cases.make_solver(method, n, device), device)
@@ -26,7 +26,7 @@ class BlockStepCost:
 
     params = [list(cases.block_methods()), list(cases.K_GRID), list(cases.N_BLOCK), list(cases.DEVICES)]
     param_names = ["method", "k", "n", "device"]
-    timeout = 300
+    timeout = cases.TIMEOUT
 
     def setup(self, method, k, n, device):
         self.step = cases.step_fn(cases.make_solver(method, n, device, k=k), device)
@@ -40,7 +40,7 @@ class OracleCost:
 
     params = [list(cases.N_STEP), list(cases.DEVICES)]
     param_names = ["n", "device"]
-    timeout = 300
+    timeout = cases.TIMEOUT
 
     def setup(self, n, device):
         self.gradient, self.hvp = cases.oracle_fns(n, device)

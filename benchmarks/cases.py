@@ -19,8 +19,8 @@ Skip rules (:class:`Skip` is a ``NotImplementedError``, which asv reports as a s
 raised in ``setup``; the pytest suite turns it into ``pytest.skip``): a device that is not present, a
 dataset that is not on this machine, a method whose size limit (``method_info(name).max_n``) is below n
 or whose needs the problem lacks (``precond_core.solver.check_compatible``), a block count k > n, and
-in the default grid, n > ``DEFAULT_MAX_N_LIMITED`` for methods with a size limit (only the matrix-free
-methods run at the largest n).
+in the default grid, for methods with a size limit, n > ``DEFAULT_MAX_N_LIMITED`` (only the matrix-free
+methods run at the largest n) or blocks of more than ``DEFAULT_MAX_BLOCK_SIZE`` coordinates.
 """
 from __future__ import annotations
 
@@ -49,12 +49,18 @@ SEED = 0
 SEEDS = (0, 1, 2) if LARGE else (0,)
 
 N_STEP = (10**2, 10**3, 10**4, 10**5, 10**6) + ((10**7,) if LARGE else ())
-N_BLOCK = (10**4, 10**6) if LARGE else (10**4,)
+N_BLOCK = (10**3, 10**4, 10**6) if LARGE else (10**3, 10**4)
 K_GRID = (1, 8, 64, 512)
 N_MEMORY = N_STEP
 #: in the default grid, methods with a size limit (dense n x n state or work growing faster than n)
 #: run up to this n; the matrix-free methods run over the whole of N_STEP
 DEFAULT_MAX_N_LIMITED = 10**4
+#: in the default grid, size-limited block methods (dense blocks: a k = 1 block-diagonal Hessian at
+#: n = 10^4 takes about 30 s a step on 2 cores) run only where a block has at most this many coordinates
+DEFAULT_MAX_BLOCK_SIZE = 4096
+
+#: asv's per-benchmark timeout (seconds); the large grid's steps at n = 10^7 take minutes
+TIMEOUT = 1800 if LARGE else 300
 
 EPS_GRID = (1e-4, 1e-6)
 #: the synthetic set of the block-mean talk (500 samples x 100 features), then the LIBSVM sets
@@ -117,6 +123,9 @@ def check_size(method: str, n: int, k: int | None = None) -> None:
             raise ValueError(f"method {method!r} takes no block count k")
         if k > n:
             raise Skip(f"k={k} blocks > n={n}")
+        if info.max_n is not None and not LARGE and -(-n // k) > DEFAULT_MAX_BLOCK_SIZE:
+            raise Skip(f"{method} runs blocks of up to {DEFAULT_MAX_BLOCK_SIZE} coordinates in the default grid "
+                       f"({GRID_ENV}=large for more), n={n}, k={k}")
 
 
 def check_compatible(problem, method) -> None:
@@ -274,24 +283,43 @@ class ConvergenceResult:
     final_grad_norm: float
 
 
-def convergence_trace(dataset: str, method: str, device: str = "cpu", seed: int = SEED):
-    """``pc.minimize`` on ``dataset`` down to min(EPS_GRID), checked: its last gradient norm is ||grad(x)||."""
+def convergence_case(dataset: str, method: str, device: str = "cpu"):
+    """(problem, method) of a convergence point; :class:`Skip` when it cannot run here."""
     problem = dataset_problem(dataset, device)
     m = make_method(method)
     check_compatible(problem, m)
-    trace = pc.minimize(problem, m, eps=min(EPS_GRID), max_iters=CONVERGENCE_MAX_ITERS,
-                        max_seconds=CONVERGENCE_MAX_SECONDS, seed=seed)
+    return problem, m
+
+
+def run_minimize(problem, method, seed: int = SEED):
+    """``pc.minimize`` down to min(EPS_GRID) within the grid's iteration and time limits."""
+    return pc.minimize(problem, method, eps=min(EPS_GRID), max_iters=CONVERGENCE_MAX_ITERS,
+                       max_seconds=CONVERGENCE_MAX_SECONDS, seed=seed)
+
+
+def check_trace(problem, trace) -> None:
+    """Check a trace against the problem: its last gradient norm is ||grad(x)|| at its final iterate."""
     gn = float(torch.linalg.vector_norm(problem.grad(trace.x)))
     last = float(trace.grad_norms[-1])
     if math.isfinite(gn) and abs(gn - last) > 1e-8 * max(1.0, gn):
-        raise AssertionError(f"{method} on {dataset}: trace ends at ||g||={last!r}, but ||grad(x)||={gn!r}")
-    return trace
+        raise AssertionError(f"{trace.method} on {problem.name}: trace ends at ||g||={last!r}, "
+                             f"but ||grad(x)||={gn!r}")
+
+
+def trace_info(trace) -> dict:
+    """Plain-data figures of a run (pytest-benchmark's extra_info): iterations and seconds to each eps."""
+    return {"iters_to_eps": {f"{eps:g}": trace.iters_to(eps) for eps in EPS_GRID},
+            "time_to_eps": {f"{eps:g}": trace.time_to(eps) for eps in EPS_GRID},
+            "stop_reason": trace.stop_reason, "iterations": trace.iterations,
+            "state_bytes": int(trace.state_bytes), "final_grad_norm": float(trace.grad_norms[-1])}
 
 
 @functools.lru_cache(maxsize=None)
 def convergence_run(dataset: str, method: str, device: str = "cpu", seed: int = SEED) -> ConvergenceResult:
-    """Summary of :func:`convergence_trace`, cached so that every eps reads one run."""
-    trace = convergence_trace(dataset, method, device, seed)
+    """One checked run of a convergence point, summarized; cached so that every eps reads one run."""
+    problem, m = convergence_case(dataset, method, device)
+    trace = run_minimize(problem, m, seed)
+    check_trace(problem, trace)
     return ConvergenceResult(
         iters={eps: trace.iters_to(eps) for eps in EPS_GRID},
         seconds={eps: trace.time_to(eps) for eps in EPS_GRID},
@@ -323,14 +351,30 @@ def or_nan(value) -> float:
 
 
 # -- measurements shared by the pytest suite and step_cost.py -------------------------------------------
+TARGET_SECONDS = 0.5   # timed rounds per pytest-benchmark case fill about this long
+MIN_ROUNDS, MAX_ROUNDS = 3, 100
+
+
+def rounds_for(seconds_per_call: float) -> int:
+    """Rounds that fill about TARGET_SECONDS, clipped to [MIN_ROUNDS, MAX_ROUNDS]."""
+    return int(min(MAX_ROUNDS, max(MIN_ROUNDS, TARGET_SECONDS / max(seconds_per_call, 1e-9))))
+
+
 def median_seconds(fn, device: str = "cpu", repeat: int = 7, warmup: int = 1) -> float:
     """Median of ``repeat`` synchronized wall times of ``fn()`` after ``warmup`` untimed calls."""
     return statistics.median(timing.time_call(fn, device=device, repeat=repeat, warmup=warmup))
 
 
+def solver_info(solver) -> dict:
+    """Plain-data figures of a solver (pytest-benchmark's extra_info, the step-cost table)."""
+    return {"label": solver.method.label, "n": solver.problem.n, "state_bytes": int(solver.state_bytes),
+            "matrix_free": is_matrix_free(solver.method.name)}
+
+
 def step_cost_row(method: str, n: int, device: str = "cpu", k: int | None = None, repeat: int = 7,
                   grad_seconds: float | None = None) -> dict:
-    """One row of the step-cost table: median seconds per step, per gradient, and their ratio."""
+    """One row of the step-cost table: median seconds per step and per gradient, their ratio, and the
+    oracle calls per step (gradients, HVPs, ...), measured in this process after the reference check."""
     solver = make_solver(method, n, device, k)
     check_step(solver)
     counts0, iter0 = solver.counts, solver.iteration
@@ -338,10 +382,9 @@ def step_cost_row(method: str, n: int, device: str = "cpu", k: int | None = None
     steps = solver.iteration - iter0
     if grad_seconds is None:
         grad_seconds = median_seconds(oracle_fns(n, device)[0], device, repeat)
-    return {"method": method, "label": solver.method.label, "n": n, "k": k, "device": device,
-            "matrix_free": is_matrix_free(method), "step_s": step_s, "grad_s": grad_seconds,
-            "step_per_grad": step_s / grad_seconds, "state_bytes": int(solver.state_bytes),
-            "per_step": {key: (val - counts0[key]) / steps for key, val in solver.counts.items()}}
+    return {"method": method, "k": k, "device": device, **solver_info(solver),
+            "step_s": step_s, "grad_s": grad_seconds, "step_per_grad": step_s / grad_seconds,
+            **{f"{key}_per_step": (val - counts0[key]) / steps for key, val in solver.counts.items()}}
 
 
 def loglog_slope(ns, seconds) -> float:

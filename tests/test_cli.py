@@ -177,8 +177,11 @@ def test_compare_commits_in_one_store(filled, tmp_path, capsys):
     assert "4 matching cells" in out
     code, _, err = run_cli(capsys, "compare", "0ddba11", "beef", "--store", tmp_path / "s")
     assert code == 2 and "0ddba11" in err
+    _copy_with(filled / "store", tmp_path / "s", git_commit=lambda r: "beef1" + "0" * 35)
+    code, _, err = run_cli(capsys, "compare", base[:8], "beef", "--store", tmp_path / "s")
+    assert code == 2 and "ambiguous" in err and "beef000000" in err and "beef100000" in err
     code, _, err = run_cli(capsys, "compare", "", "beef", "--store", tmp_path / "s")
-    assert code == 2 and "ambiguous" in err
+    assert code == 2 and "empty" in err
 
 
 def test_module_and_console_entry_points(filled, tmp_path):

@@ -151,16 +151,19 @@ def test_registry_file_with_wrong_checksum_is_refused(data_dir):
         D.load("mushrooms")
     e = ei.value
     assert e.expected == D.registry()["mushrooms"].sha256 and e.actual == sha(raw / "mushrooms")
-    assert e.expected in str(e) and e.actual in str(e) and "PRECOND_DATA_DIR" in str(e)
+    assert e.expected in str(e) and e.actual in str(e) and "re-encode" in str(e)
     assert not (data_dir / "parsed").exists()
+    (raw / "mushrooms").unlink()                       # as the message says: re-encoded on the next load
+    assert D.load_info("mushrooms").sha256 == e.expected
 
 
-def test_dense_sparse_and_dtype_options():
-    A_d, b = D.load("heart_scale", dtype=torch.float32)
-    A_s, b2 = D.load("heart_scale", dense=False, dtype=torch.float32)
+def test_dense_sparse_and_dtype_options(device):
+    A_d, b = D.load("heart_scale", dtype=torch.float32, device=device)
+    A_s, b2 = D.load("heart_scale", dense=False, dtype=torch.float32, device=device)
+    assert A_d.device.type == A_s.device.type == b.device.type == device
     assert A_d.dtype == torch.float32 and A_s.layout == torch.sparse_csr
     assert torch.equal(A_s.to_dense(), A_d) and torch.equal(b, b2)
-    x = torch.randn(13, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(13, dtype=torch.float32, generator=torch.Generator().manual_seed(0)).to(device)
     torch.testing.assert_close(A_s @ x, A_d @ x)
 
 
@@ -256,3 +259,42 @@ def test_synthetic_wrapper_matches_generators():
     with pytest.raises(ValueError, match="problems.one_d"):
         D.synthetic("one_d")
     assert all(D.available()[f"synthetic:{k}"] for k in D.SYNTHETIC)
+
+
+def test_missing_dataset_skips_benchmarks_with_the_message():
+    with pytest.raises(pytest.skip.Exception, match=r"fetch\('w8a'\)"):
+        D.load_or_skip("w8a")
+    with pytest.raises(NotImplementedError, match=r"fetch\('w8a'\)"):
+        D.load_or_skip("w8a", runner="asv")
+    A, b = D.load_or_skip("heart_scale")
+    assert A.shape == (270, 13)
+
+
+def test_multiclass_with_known_class_count_keeps_class_ids():
+    from precond_core.datasets.libsvm_format import map_labels
+    y = np.array([1.0, 3.0, 3.0, 2.0])            # labels 1..C with class 4 absent
+    mapped, m = map_labels(y, "multiclass", "x", n_classes=4)
+    assert mapped.tolist() == [0, 2, 2, 1] and m == {1.0: 0, 2.0: 1, 3.0: 2}
+    mapped, _ = map_labels(np.array([0.0, 9.0, 5.0]), "multiclass", "x", n_classes=10)
+    assert mapped.tolist() == [0, 9, 5]
+    with pytest.raises(D.DatasetFormatError) as ei:
+        map_labels(np.array([0.0, 1.0, 2.0]), "multiclass", "x", n_classes=2)
+    assert ei.value.line == 3
+
+
+def test_command_line_list(capsys):
+    from precond_core.datasets.__main__ import main
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "mushrooms" in out and "a9a" in out and "fetch('a9a')" in out
+
+
+def test_import_is_lean():
+    import subprocess
+    import sys
+    # (tqdm and urllib are not checked: torch itself imports them)
+    code = ("import sys, precond_core; print('libsvm' in sys.modules, 'scipy' in sys.modules); "
+            "import precond_core.datasets as D; print('libsvm' in sys.modules); D.load('heart_scale', cache=False); "
+            "print(sorted(m for m in ('sklearn', 'pandas') if m in sys.modules), 'libsvm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:3] == ["False False", "False", "[] True"]

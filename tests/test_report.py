@@ -1,4 +1,5 @@
 """The HTML report: built from a store filled by real sweeps of the library, checked against the tables."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,9 @@ def sweep_cells() -> list[Cell]:
                 continue
             for seed in (0, 1):
                 cells.append(Cell(prob, pp, meth, mp, seed=seed, **common))
-    cells.append(Cell("quadratic", {"n": 20}, "gd", {"lr": 1e6, "step": "fixed"}, seed=0,
-                      **{**common, "max_iters": 200}))  # overflows to inf: a diverged run
+    cells.append(
+        Cell("quadratic", {"n": 20}, "gd", {"lr": 1e6, "step": "fixed"}, seed=0, **{**common, "max_iters": 200})
+    )  # overflows to inf: a diverged run
     return cells
 
 
@@ -73,16 +75,30 @@ def current(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- real history files -----------------------------------------------------------------------------
-ASV_BENCH = {"name": "bench_steps.StepCost.time_step", "version": "v1", "params": [["'gd'", "'adam'"], ["100", "1000"]],
-             "param_names": ["method", "n"], "unit": "seconds", "type": "time"}
-ASV_TRACK = {"name": "bench_steps.Memory.track_state_bytes", "version": "v1", "params": [], "param_names": [],
-             "unit": "bytes", "type": "track"}
+ASV_BENCH = {
+    "name": "bench_steps.StepCost.time_step",
+    "version": "v1",
+    "params": [["'gd'", "'adam'"], ["100", "1000"]],
+    "param_names": ["method", "n"],
+    "unit": "seconds",
+    "type": "time",
+}
+ASV_TRACK = {
+    "name": "bench_steps.Memory.track_state_bytes",
+    "version": "v1",
+    "params": [],
+    "param_names": [],
+    "unit": "bytes",
+    "type": "track",
+}
 
 
 def asv_values(i: int) -> dict[str, list]:
     """Per commit i: the step time grows with n and with i; the None entry is a failed benchmark."""
-    return {ASV_BENCH["name"]: [1e-4 * (1 + i), 1e-3 * (1 + i), 2e-4 * (1 + i), None],
-            ASV_TRACK["name"]: [800.0 + 8 * i]}
+    return {
+        ASV_BENCH["name"]: [1e-4 * (1 + i), 1e-3 * (1 + i), 2e-4 * (1 + i), None],
+        ASV_TRACK["name"]: [800.0 + 8 * i],
+    }
 
 
 def write_asv_results(root: Path, commits: list[str]) -> None:
@@ -93,23 +109,39 @@ def write_asv_results(root: Path, commits: list[str]) -> None:
 
     util.write_json(str(root / "benchmarks.json"), {b["name"]: b for b in (ASV_BENCH, ASV_TRACK)}, api_version=2)
     for i, commit in enumerate(commits):
-        res = asv_results.Results({"machine": "testbox", "python": "3.11"}, {}, commit, 1_700_000_000_000 + i * 86_400_000,
-                                  "3.11", "virtualenv-py3.11", {})
+        res = asv_results.Results(
+            {"machine": "testbox", "python": "3.11"},
+            {},
+            commit,
+            1_700_000_000_000 + i * 86_400_000,
+            "3.11",
+            "virtualenv-py3.11",
+            {},
+        )
         for bench in (ASV_BENCH, ASV_TRACK):
             vals = asv_values(i)[bench["name"]]
-            res.add_result(bench, BenchmarkResult(result=vals, samples=[None] * len(vals), number=[None] * len(vals),
-                                                  errcode=0, stderr="", profile=None))
+            res.add_result(
+                bench,
+                BenchmarkResult(
+                    result=vals,
+                    samples=[None] * len(vals),
+                    number=[None] * len(vals),
+                    errcode=0,
+                    stderr="",
+                    profile=None,
+                ),
+            )
         res.save(str(root))
 
 
-PB_TEST = '''
+PB_TEST = """
 def test_step(benchmark):
     benchmark.extra_info["state_bytes"] = 123
     benchmark.pedantic(sum, args=(range(200),), rounds=3, iterations=1)
 
 def test_grad(benchmark):
     benchmark.pedantic(sorted, args=(list(range(50)),), rounds=3, iterations=1)
-'''
+"""
 
 
 def write_pytest_benchmarks(repo: Path, storage: Path) -> list[str]:
@@ -125,11 +157,33 @@ def write_pytest_benchmarks(repo: Path, storage: Path) -> list[str]:
         (repo / "version.txt").write_text(str(i))
         subprocess.run(git + ["add", "."], cwd=repo, check=True, env=env)
         subprocess.run(git + ["commit", "-q", "-m", f"c{i}"], cwd=repo, check=True, env=env)
-        shas.append(subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, env=env, capture_output=True,
-                                   text=True).stdout.strip())
-        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull,
-                              "--rootdir", str(repo), "test_pb.py", f"--benchmark-storage=file://{storage}",
-                              "--benchmark-autosave"], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        shas.append(
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=repo, check=True, env=env, capture_output=True, text=True
+            ).stdout.strip()
+        )
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-c",
+                os.devnull,
+                "--rootdir",
+                str(repo),
+                "test_pb.py",
+                f"--benchmark-storage=file://{storage}",
+                "--benchmark-autosave",
+            ],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stdout + out.stderr
     return shas
 
@@ -233,7 +287,9 @@ def test_one_img_per_generated_figure(built, store_dir, history):
     theory = int((np.isfinite(runs["theory_bound"]) & runs["iters_to_eps"].notna()).any())
     store_hist = 1  # scalable was re-measured at a second commit
     asv_dir, _, _ = history
-    expected = conv + scaling + blocks + profile + theory + store_hist + 2 + 1  # asv: 2 benchmarks; pytest-benchmark: 1 group
+    expected = (
+        conv + scaling + blocks + profile + theory + store_hist + 2 + 1
+    )  # asv: 2 benchmarks; pytest-benchmark: 1 group
     assert n_declared == expected
     for a in parsed.imgs:
         assert a["src"].startswith("data:image/png;base64,") and len(a["src"]) > 2000 and a.get("alt")
@@ -286,8 +342,13 @@ def test_performance_profile_is_a_monotone_fraction(store_dir):
         assert (np.diff(g["fraction"].to_numpy()) >= 0).all()
         assert g["tau"].iloc[0] == 1.0
     # rho(1) = share of instances where the method has the smallest median time (ties count for all)
-    t = runs.assign(t=runs["time_to_eps"].fillna(np.inf)).groupby(
-        ["problem", "problem_params", "n", "device", "dtype", "eps", "method_label"])["t"].median().unstack().fillna(np.inf)
+    t = (
+        runs.assign(t=runs["time_to_eps"].fillna(np.inf))
+        .groupby(["problem", "problem_params", "n", "device", "dtype", "eps", "method_label"])["t"]
+        .median()
+        .unstack()
+        .fillna(np.inf)
+    )
     best = t.min(axis=1)
     for label in t.columns:
         wins = ((t[label] == best) & np.isfinite(best)).mean()
@@ -297,9 +358,18 @@ def test_performance_profile_is_a_monotone_fraction(store_dir):
 
 def test_performance_profile_small_case():
     # two instances, two methods: A best on p1, B 4x slower there; on p2 only B solves
-    runs = pd.DataFrame({
-        "problem": ["p1", "p1", "p2", "p2"], "problem_params": "{}", "n": 10, "device": "cpu", "dtype": "float64",
-        "eps": 1e-6, "method_label": ["A", "B", "A", "B"], "time_to_eps": [1.0, 4.0, np.nan, 2.0]})
+    runs = pd.DataFrame(
+        {
+            "problem": ["p1", "p1", "p2", "p2"],
+            "problem_params": "{}",
+            "n": 10,
+            "device": "cpu",
+            "dtype": "float64",
+            "eps": 1e-6,
+            "method_label": ["A", "B", "A", "B"],
+            "time_to_eps": [1.0, 4.0, np.nan, 2.0],
+        }
+    )
     prof = rp.performance_profile(runs, taus=np.array([1.0, 2.0, 4.0, 8.0]))
     a = prof[prof["method_label"] == "A"]["fraction"].tolist()
     b = prof[prof["method_label"] == "B"]["fraction"].tolist()
@@ -381,9 +451,10 @@ def test_theory_section_uses_the_bound_column(store_dir):
     prob = make_problem("one_d")
     g0 = iters[iters["iter"] == 0].drop_duplicates("run_id").set_index("run_id")["grad_norm"]
     one_d = runs["problem"] == "one_d"
-    runs.loc[one_d, "theory_bound"] = [theory.iteration_bound(f0 - prob.f_star, prob.M, 0.0, eps, g0[rid])
-                                       for f0, eps, rid in zip(runs.loc[one_d, "f0"], runs.loc[one_d, "eps"],
-                                                               runs.loc[one_d, "run_id"])]
+    runs.loc[one_d, "theory_bound"] = [
+        theory.iteration_bound(f0 - prob.f_star, prob.M, 0.0, eps, g0[rid])
+        for f0, eps, rid in zip(runs.loc[one_d, "f0"], runs.loc[one_d, "eps"], runs.loc[one_d, "run_id"])
+    ]
     sec = rp.section_theory(rp._normalize_runs(runs), rp.F.palette(runs["method_label"]))
     assert sec.note is None and len(sec.figures) == 1
     tab = [b for b in sec.blocks if isinstance(b, rp.Table)][0].frame
@@ -398,3 +469,18 @@ def test_strip_k():
     assert rp.strip_k("newton_bma(k=4)") == "newton_bma"
     assert rp.strip_k("x(a=1,k=4)") == "x(a=1)"
     assert rp.strip_k("gd") == "gd"
+
+
+def test_device_section_compares_cpu_and_cuda(store_dir):
+    # the same runs relabelled as CUDA runs that take half the time per step: ratio 0.5 for every method
+    runs = current(load_tables(store_dir)[0])
+    cuda = runs.assign(device="cuda:0", run_id=runs["run_id"] + "-cuda", median_step_s=runs["median_step_s"] / 2)
+    both = rp._normalize_runs(pd.concat([runs, cuda], ignore_index=True))
+    sec = rp.section_devices(both)
+    assert sec.note is None
+    n_groups = runs.fillna({"dataset": ""}).groupby(["problem", "dataset", "dtype"]).ngroups
+    assert len(sec.figures) == n_groups
+    tab = [b for b in sec.blocks if isinstance(b, rp.Table)][0].frame
+    assert len(tab) == runs.groupby(["problem", "n", "method_label"]).ngroups
+    np.testing.assert_allclose(tab["cuda/cpu"], 0.5)
+    assert rp.section_devices(rp._normalize_runs(runs)).note.startswith("no CUDA runs")

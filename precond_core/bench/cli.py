@@ -124,9 +124,12 @@ def cmd_report(args) -> int:
         raise UserError(f"no results: store {store.path} does not exist; run `precond-bench run quick` first")
     if store.read_runs().empty:  # also checks that every part is readable
         raise UserError(f"no results in store {store.path}; run `precond-bench run quick --store {store.path}` first")
-    from .report import build_report
+    from . import report
 
-    out = build_report(store.path, args.out)
+    try:
+        out = report.build_report(store.path, args.out)
+    except getattr(report, "ReportError", StoreError) as exc:
+        raise UserError(str(exc)) from None
     print(f"report written to {out or args.out}")
     return EXIT_OK
 
@@ -194,6 +197,8 @@ def _describe(info) -> str:
 def _load_side(spec: str, store_dir: Path | None):
     from .store import Store, latest_runs
 
+    if not spec.strip():
+        raise UserError("A and B must be git commits (prefixes) or store directories, got an empty string")
     p = Path(spec)
     if p.is_dir():
         store = Store(p)
@@ -230,7 +235,7 @@ def compare_tables(runs_a, runs_b, threshold: float = 1.1):
         return out.join(g[ident].first())
 
     a, b = agg(runs_a), agg(runs_b)
-    both = a.join(b[list(COMPARE_METRICS)], how="inner", lsuffix="_a", rsuffix="_b")
+    both = a.merge(b[list(COMPARE_METRICS)], how="inner", left_index=True, right_index=True, suffixes=("_a", "_b"))
     rows = []
     for key, r in both.iterrows():
         row = {c: r[c] for c in ident}
@@ -238,6 +243,8 @@ def compare_tables(runs_a, runs_b, threshold: float = 1.1):
         for m in COMPARE_METRICS:
             va, vb = float(r[f"{m}_a"]), float(r[f"{m}_b"])
             ratio = vb / va if va > 0 and math.isfinite(va) and math.isfinite(vb) else math.nan
+            if va == 0 and vb == 0:
+                ratio = 1.0
             row[m] = ratio
             if math.isfinite(ratio) and ratio > threshold:
                 flags.append(m)

@@ -5,6 +5,7 @@ styled with seaborn, and turned into base64 PNG by :func:`to_png_base64`. Nothin
 statistic that the report shows in a table: the aggregations live in ``report.py`` and are passed in,
 so a figure and its table always show the same numbers.
 """
+
 from __future__ import annotations
 
 import base64
@@ -80,8 +81,13 @@ def convergence(bands: pd.DataFrame, panels: Sequence[tuple[str, float]], colour
     return fig
 
 
-def loglog_scaling(points: pd.DataFrame, slopes: pd.DataFrame, metrics: Sequence[tuple[str, str]],
-                   colours: Mapping[str, tuple], title: str) -> Figure:
+def loglog_scaling(
+    points: pd.DataFrame,
+    slopes: pd.DataFrame,
+    metrics: Sequence[tuple[str, str]],
+    colours: Mapping[str, tuple],
+    title: str,
+) -> Figure:
     """Log-log plots of per-n medians with the fitted line ``log10 y = slope * log10 n + intercept``.
 
     ``points``: columns ``method_label, n, <metric>`` (median over seeds); ``slopes``: one row per
@@ -113,27 +119,45 @@ def loglog_scaling(points: pd.DataFrame, slopes: pd.DataFrame, metrics: Sequence
 
 
 def block_count(points: pd.DataFrame, colours: Mapping[str, tuple], title: str) -> Figure:
-    """Iterations to eps (left) and time to eps (right) against the block count k.
+    """Iterations to eps, time to eps and median time per step against the block count k.
 
-    ``points``: columns ``method_label_nok, n, k, iters_to_eps, time_to_eps`` (medians over seeds);
-    one line per (method, n).
+    ``points``: columns ``method_label_nok, n, k, iters_to_eps, time_to_eps, median_step_s`` (medians
+    over seeds, NaN where the median seed did not reach eps); one line per (method, n).
     """
-    fig, axes = _figure(1, 2)
+    panels = (
+        ("iters_to_eps", "iterations to eps"),
+        ("time_to_eps", "time to eps (s)"),
+        ("median_step_s", "median time per step (s)"),
+    )
+    fig, axes = _figure(1, len(panels), w=4.4)
     ns = sorted(points["n"].unique())
     styles = {n: ("-", "--", ":", "-.")[i % 4] for i, n in enumerate(ns)}
     markers = {n: "osD^v"[i % 5] for i, n in enumerate(ns)}
-    for ax, (col, ylabel) in zip(axes[0], (("iters_to_eps", "iterations to eps"), ("time_to_eps", "time to eps (s)"))):
+    for ax, (col, ylabel) in zip(axes[0], panels):
         for (label, n), g in points.groupby(["method_label_nok", "n"], sort=True):
             g = g.sort_values("k")
-            ax.plot(g["k"], g[col], ls=styles[n], marker=markers[n], color=colours.get(str(label)),
-                    label=f"{label}, n={n}", ms=4, lw=1.3)
+            ax.plot(
+                g["k"],
+                g[col],
+                ls=styles[n],
+                marker=markers[n],
+                color=colours.get(str(label)),
+                label=f"{label}, n={n}",
+                ms=4,
+                lw=1.3,
+            )
         ax.set_xscale("log", base=2)
-        if col == "time_to_eps" and (points[col] > 0).any():
+        if not np.isfinite(points[col].astype(float)).any():
+            ax.text(
+                0.5, 0.5, "no median run reached eps", transform=ax.transAxes, ha="center", va="center", color="0.35"
+            )
+            ax.set_yticks([])
+        elif col != "iters_to_eps" and (points[col] > 0).any():
             ax.set_yscale("log")
         ax.set_xlabel("block count k")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize="medium")
-        _legend(ax)
+    _legend(axes[0, -1])
     return fig
 
 
@@ -180,8 +204,19 @@ def device_comparison(table: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def history(frame: pd.DataFrame, *, x: str, y: str, hue: str, xticklabels: Sequence[str] | None,
-            ylabel: str, title: str, logy: bool = True, max_lines: int = 12) -> Figure:
+def history(
+    frame: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    hue: str,
+    xticklabels: Sequence[str] | None,
+    ylabel: str,
+    title: str,
+    logy: bool = True,
+    max_lines: int = 12,
+    colours: Mapping[str, tuple] | None = None,
+) -> Figure:
     """Value over commits or saved runs: one line per ``hue``, x is an ordinal position.
 
     ``frame``: columns ``x`` (int position), ``y``, ``hue``; ``xticklabels[i]`` labels position i.
@@ -189,7 +224,7 @@ def history(frame: pd.DataFrame, *, x: str, y: str, hue: str, xticklabels: Seque
     fig, axes = _figure(1, 1, w=8.0, h=4.0)
     ax = axes[0, 0]
     hues = sorted(frame[hue].astype(str).unique())[:max_lines]
-    colours = palette(hues)
+    colours = {**palette(hues), **(colours or {})}
     for h in hues:
         g = frame[frame[hue].astype(str) == h].sort_values(x)
         ax.plot(g[x], g[y], "o-", color=colours[h], label=h, ms=4, lw=1.3)
@@ -211,8 +246,15 @@ def theory_vs_measured(table: pd.DataFrame, colours: Mapping[str, tuple]) -> Fig
     fig, axes = _figure(1, 1, w=6.5, h=4.5)
     ax = axes[0, 0]
     for label, g in table.groupby("method_label", sort=True):
-        ax.plot(g["theory_bound"], g["iters_to_eps"].clip(lower=1), "o", color=colours.get(str(label)),
-                label=str(label), ms=5, alpha=0.8)
+        ax.plot(
+            g["theory_bound"],
+            g["iters_to_eps"].clip(lower=1),
+            "o",
+            color=colours.get(str(label)),
+            label=str(label),
+            ms=5,
+            alpha=0.8,
+        )
     vals = pd.concat([table["theory_bound"], table["iters_to_eps"].clip(lower=1)])
     lo, hi = float(vals.min()), float(vals.max())
     lo, hi = 10 ** math.floor(math.log10(max(lo, 1.0))), 10 ** math.ceil(math.log10(max(hi, 1.0)) + 1e-9)

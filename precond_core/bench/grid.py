@@ -264,8 +264,8 @@ def _run_settings(run: dict, where: str, label: str):
         if not isinstance(d, str) or d.split(":")[0] not in ("cpu", "cuda", "mps"):
             raise GridError(f"{where}: {label}, key 'device': {d!r} is not allowed; use 'cpu', 'cuda' or 'cuda:<i>'")
     for e in epss:
-        if isinstance(e, bool) or not isinstance(e, (int, float)) or e < 0:
-            raise GridError(f"{where}: {label}, key 'eps': {e!r} must be a number >= 0")
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not e > 0:
+            raise GridError(f"{where}: {label}, key 'eps': {e!r} must be a number > 0")
     for m in iters:
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise GridError(f"{where}: {label}, key 'max_iters': {m!r} must be a positive integer")

@@ -18,6 +18,7 @@ Statistics shown (all computed here from the stored tables, never typed in):
   counted as +inf; r[p, m] = t[p, m] / min_m t[p, m] (inf when no method solved p);
   rho_m(tau) = |{p : r[p, m] <= tau}| / |P|.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -47,6 +48,9 @@ __all__ = [
     "performance_profile",
     "convergence_bands",
     "strip_k",
+    "current_runs",
+    "instance_labels",
+    "render_html",
 ]
 
 INSTANCE_KEYS = ["problem", "problem_params", "n", "device", "dtype", "eps"]
@@ -54,15 +58,17 @@ SCALING_KEYS = ["problem", "dataset", "device", "dtype"]
 MAX_FIGURES_PER_SECTION = 12
 MAX_TABLE_ROWS = 300
 
-# What to run when a section has no data (the command-line entry point is ``precond-bench``).
+# What to run when a section has no data (``precond-bench``: precond_core/bench/cli.py; suites in precond_core/suites).
 HOW_TO = {
-    "runs": "run a sweep first, e.g. `precond-bench run --suite quick --store <dir>`",
-    "scaling": "sweep at least two values of n, e.g. `precond-bench run --n 100 1000 10000`",
-    "blocks": "sweep a method that takes a block count, e.g. `precond-bench run --method adagrad_bma --k 1 4 16`",
+    "runs": "run a sweep first, e.g. `precond-bench run quick --store <dir>`",
+    "scaling": "sweep at least two values of n, e.g. `precond-bench run scaling --store <dir>`",
+    "blocks": "sweep a method that takes a block count k, e.g. `precond-bench run quick` (adagrad_bma, k = 1, 4, 16)",
     "profile": "sweep at least one problem with two or more methods",
-    "devices": "no CUDA runs in the store (or no CPU runs): run the same sweep with `--device cpu` and `--device cuda` on a machine with a GPU",
-    "theory": "no run has a finite theory_bound: sweep the regularized step (`step=regularized`) on a problem with known constants L and M",
-    "store_history": "the store holds runs of a single commit: run the sweep again after committing a change",
+    "devices": 'no CUDA runs in the store (or no CPU runs): run a suite with `device = ["cpu", "cuda"]` '
+    "(e.g. `precond-bench run scaling`) on a machine with a GPU",
+    "theory": "no run has a finite theory_bound: run the regularized step on a problem with known constants, "
+    "e.g. `precond-bench run paper` (the 1D function)",
+    "store_history": "the store holds runs of a single commit: run the same suite again after committing a change",
     "asv": "no asv results: run `asv machine --yes` then `asv run` (or `asv run --quick`) in the repository",
     "pytest_benchmark": "no saved pytest-benchmark runs: run `pytest benchmarks --benchmark-only --benchmark-autosave`",
 }
@@ -101,12 +107,33 @@ def load_tables(store_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFram
 
 def _normalize_runs(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.copy()
-    for col in ("dataset", "problem_params", "method_params", "git_commit", "machine", "cpu", "gpu",
-                "torch_version", "precond_version", "suite"):
+    for col in (
+        "dataset",
+        "problem_params",
+        "method_params",
+        "git_commit",
+        "machine",
+        "cpu",
+        "gpu",
+        "torch_version",
+        "precond_version",
+        "suite",
+    ):
         if col not in runs:
             runs[col] = None
-    for col in ("iters_to_eps", "time_to_eps", "median_step_s", "grad_s", "step_cost_grads", "state_bytes",
-                "peak_mem_bytes", "theory_bound", "eps", "final_grad_norm", "wall_s"):
+    for col in (
+        "iters_to_eps",
+        "time_to_eps",
+        "median_step_s",
+        "grad_s",
+        "step_cost_grads",
+        "state_bytes",
+        "peak_mem_bytes",
+        "theory_bound",
+        "eps",
+        "final_grad_norm",
+        "wall_s",
+    ):
         if col in runs:
             runs[col] = pd.to_numeric(runs[col], errors="coerce").astype(float)
         else:
@@ -178,11 +205,18 @@ def read_asv_results(results_dir: str | os.PathLike = ".asv/results") -> pd.Data
                 except (TypeError, ValueError):
                     continue
                 label = ", ".join(f"{nm}={str(v).strip(chr(39))}" for nm, v in zip(names, combo))
-                rows.append({
-                    "machine": path.parent.name, "commit": str(d["commit_hash"]), "date": date,
-                    "env_name": d.get("env_name", ""), "benchmark": name, "params": label, "value": value,
-                    "unit": (meta.get(name) or {}).get("unit", ""),
-                })
+                rows.append(
+                    {
+                        "machine": path.parent.name,
+                        "commit": str(d["commit_hash"]),
+                        "date": date,
+                        "env_name": d.get("env_name", ""),
+                        "benchmark": name,
+                        "params": label,
+                        "value": value,
+                        "unit": (meta.get(name) or {}).get("unit", ""),
+                    }
+                )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -196,8 +230,24 @@ def read_pytest_benchmarks(benchmark_dir: str | os.PathLike = ".benchmarks") -> 
     Columns: ``machine, run, file, commit, commit_time, dirty, datetime, group, name, fullname, median,
     mean, min, stddev, rounds, extra_info`` (``extra_info`` as a JSON string).
     """
-    cols = ["machine", "run", "file", "commit", "commit_time", "dirty", "datetime", "group", "name", "fullname",
-            "median", "mean", "min", "stddev", "rounds", "extra_info"]
+    cols = [
+        "machine",
+        "run",
+        "file",
+        "commit",
+        "commit_time",
+        "dirty",
+        "datetime",
+        "group",
+        "name",
+        "fullname",
+        "median",
+        "mean",
+        "min",
+        "stddev",
+        "rounds",
+        "extra_info",
+    ]
     benchmark_dir = Path(benchmark_dir)
     if not benchmark_dir.is_dir():
         return pd.DataFrame(columns=cols)
@@ -215,17 +265,26 @@ def read_pytest_benchmarks(benchmark_dir: str | os.PathLike = ".benchmarks") -> 
             st = b.get("stats") or {}
             if "median" not in st:
                 continue
-            rows.append({
-                "machine": path.parent.name, "run": int(m.group(1)) if m else -1, "file": path.name,
-                "commit": str(ci.get("id") or "unknown"),
-                "commit_time": pd.to_datetime(ci.get("time"), utc=True, errors="coerce"),
-                "dirty": bool(ci.get("dirty", False)),
-                "datetime": pd.to_datetime(d.get("datetime"), utc=True, errors="coerce"),
-                "group": b.get("group") or "", "name": b.get("name", ""), "fullname": b.get("fullname", ""),
-                "median": float(st["median"]), "mean": float(st.get("mean", np.nan)),
-                "min": float(st.get("min", np.nan)), "stddev": float(st.get("stddev", np.nan)),
-                "rounds": st.get("rounds"), "extra_info": json.dumps(b.get("extra_info") or {}, sort_keys=True),
-            })
+            rows.append(
+                {
+                    "machine": path.parent.name,
+                    "run": int(m.group(1)) if m else -1,
+                    "file": path.name,
+                    "commit": str(ci.get("id") or "unknown"),
+                    "commit_time": pd.to_datetime(ci.get("time"), utc=True, errors="coerce"),
+                    "dirty": bool(ci.get("dirty", False)),
+                    "datetime": pd.to_datetime(d.get("datetime"), utc=True, errors="coerce"),
+                    "group": b.get("group") or "",
+                    "name": b.get("name", ""),
+                    "fullname": b.get("fullname", ""),
+                    "median": float(st["median"]),
+                    "mean": float(st.get("mean", np.nan)),
+                    "min": float(st.get("min", np.nan)),
+                    "stddev": float(st.get("stddev", np.nan)),
+                    "rounds": st.get("rounds"),
+                    "extra_info": json.dumps(b.get("extra_info") or {}, sort_keys=True),
+                }
+            )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -245,12 +304,24 @@ def _params_text(s: str) -> str:
 
 def instance_labels(runs: pd.DataFrame) -> pd.Series:
     """A readable label per run for its problem instance (problem, problem_params, n, device, dtype, eps)."""
-    base = runs["problem"].astype(str) + np.where(runs["dataset"].astype(str) != "", "[" + runs["dataset"].astype(str) + "]", "")
+    base = runs["problem"].astype(str) + np.where(
+        runs["dataset"].astype(str) != "", "[" + runs["dataset"].astype(str) + "]", ""
+    )
     n_params = runs.groupby(["problem", "dataset", "n"], dropna=False)["problem_params"].transform("nunique")
     params = np.where(n_params > 1, " " + runs["problem_params"].map(_params_text), "")
     multi_eps = runs["eps"].nunique(dropna=False) > 1
     eps = (" eps=" + runs["eps"].map(lambda e: f"{e:g}")) if multi_eps else ""
-    return base + params + " n=" + runs["n"].astype(str) + " " + runs["device"].astype(str) + "/" + runs["dtype"].astype(str) + eps
+    return (
+        base
+        + params
+        + " n="
+        + runs["n"].astype(str)
+        + " "
+        + runs["device"].astype(str)
+        + "/"
+        + runs["dtype"].astype(str)
+        + eps
+    )
 
 
 def convergence_bands(iters: pd.DataFrame, q: tuple[float, float] = (0.25, 0.75)) -> pd.DataFrame:
@@ -260,17 +331,21 @@ def convergence_bands(iters: pd.DataFrame, q: tuple[float, float] = (0.25, 0.75)
     ``panel, method_label, iter, gn_med, gn_lo, gn_hi, time_med, n_seeds``.
     """
     g = iters.groupby(["panel", "method_label", "iter"], sort=True)
-    out = pd.DataFrame({
-        "gn_med": g["grad_norm"].median(),
-        "gn_lo": g["grad_norm"].quantile(q[0]),
-        "gn_hi": g["grad_norm"].quantile(q[1]),
-        "time_med": g["time_s"].median(),
-        "n_seeds": g["grad_norm"].size(),
-    }).reset_index()
+    out = pd.DataFrame(
+        {
+            "gn_med": g["grad_norm"].median(),
+            "gn_lo": g["grad_norm"].quantile(q[0]),
+            "gn_hi": g["grad_norm"].quantile(q[1]),
+            "time_med": g["time_s"].median(),
+            "n_seeds": g["grad_norm"].size(),
+        }
+    ).reset_index()
     return out
 
 
-def fit_loglog_slopes(runs: pd.DataFrame, y: str = "median_step_s", by: Iterable[str] = (*SCALING_KEYS, "method_label")) -> pd.DataFrame:
+def fit_loglog_slopes(
+    runs: pd.DataFrame, y: str = "median_step_s", by: Iterable[str] = (*SCALING_KEYS, "method_label")
+) -> pd.DataFrame:
     """Least-squares fit of ``log10 y = slope * log10 n + intercept`` over all runs of each group ``by``.
 
     Runs with non-finite or non-positive ``y`` are left out; groups with fewer than two distinct n give
@@ -283,8 +358,17 @@ def fit_loglog_slopes(runs: pd.DataFrame, y: str = "median_step_s", by: Iterable
         if g["n"].nunique() < 2:
             continue
         slope, intercept = np.polyfit(np.log10(g["n"].astype(float)), np.log10(g[y].astype(float)), 1)
-        rows.append({**dict(zip(by, key)), "metric": y, "slope": float(slope), "intercept": float(intercept),
-                     "n_min": int(g["n"].min()), "n_max": int(g["n"].max()), "points": len(g)})
+        rows.append(
+            {
+                **dict(zip(by, key)),
+                "metric": y,
+                "slope": float(slope),
+                "intercept": float(intercept),
+                "n_min": int(g["n"].min()),
+                "n_max": int(g["n"].max()),
+                "points": len(g),
+            }
+        )
     return pd.DataFrame(rows, columns=[*by, "metric", "slope", "intercept", "n_min", "n_max", "points"])
 
 
@@ -376,9 +460,15 @@ def _fmt(v, digits: int = 4):
 
 def _table(caption: str, frame: pd.DataFrame, table_id: str, floats: str = "{:.4g}") -> Table:
     shown = frame.head(MAX_TABLE_ROWS)
-    html = shown.to_html(index=False, classes=["data", "table"], table_id=table_id, na_rep="",
-                         float_format=lambda v: "inf" if np.isinf(v) else floats.format(v), border=0,
-                         escape=True)
+    html = shown.to_html(
+        index=False,
+        classes=["data", "table"],
+        table_id=table_id,
+        na_rep="",
+        float_format=lambda v: "inf" if np.isinf(v) else floats.format(v),
+        border=0,
+        escape=True,
+    )
     if len(frame) > MAX_TABLE_ROWS:
         caption = f"{caption} (first {MAX_TABLE_ROWS} of {len(frame)} rows)"
     text_cols = [i + 1 for i, c in enumerate(shown.columns) if not pd.api.types.is_numeric_dtype(shown[c])]
@@ -401,23 +491,51 @@ def _uniq(series: pd.Series) -> str:
 def section_header(runs: pd.DataFrame, iters: pd.DataFrame, all_runs: pd.DataFrame | None = None) -> Section:
     sec = Section("runs", "Runs and environment")
     all_runs = runs if all_runs is None else all_runs
-    commits = all_runs.groupby("git_commit", dropna=False).agg(
-        dirty=("git_dirty", "max") if "git_dirty" in all_runs else ("run_id", "size"),
-        runs=("run_id", "size"),
-    ).reset_index() if "git_commit" in all_runs else pd.DataFrame()
-    commit_text = ", ".join(f"{_short(r.git_commit)}{' (dirty)' if 'git_dirty' in all_runs and bool(r.dirty) else ''} [{r.runs} runs]"
-                            for r in commits.itertuples()) if len(commits) else "(not recorded)"
-    ts = pd.to_datetime(all_runs["timestamp"], utc=True, errors="coerce") if "timestamp" in all_runs else pd.Series(dtype="datetime64[ns, UTC]")
+    commits = (
+        all_runs.groupby("git_commit", dropna=False)
+        .agg(
+            dirty=("git_dirty", "max") if "git_dirty" in all_runs else ("run_id", "size"),
+            runs=("run_id", "size"),
+        )
+        .reset_index()
+        if "git_commit" in all_runs
+        else pd.DataFrame()
+    )
+    commit_text = (
+        ", ".join(
+            f"{_short(r.git_commit)}{' (dirty)' if 'git_dirty' in all_runs and bool(r.dirty) else ''} [{r.runs} runs]"
+            for r in commits.itertuples()
+        )
+        if len(commits)
+        else "(not recorded)"
+    )
+    ts = (
+        pd.to_datetime(all_runs["timestamp"], utc=True, errors="coerce")
+        if "timestamp" in all_runs
+        else pd.Series(dtype="datetime64[ns, UTC]")
+    )
     span = f"{ts.min():%Y-%m-%d %H:%M} to {ts.max():%Y-%m-%d %H:%M} UTC" if ts.notna().any() else "(not recorded)"
-    env = pd.DataFrame([
-        ("machine", _uniq(runs["machine"])), ("CPU", _uniq(runs["cpu"])), ("GPU", _uniq(runs["gpu"])),
-        ("torch", _uniq(runs["torch_version"])), ("precond_core", _uniq(runs["precond_version"])),
-        ("commits", commit_text), ("suites", _uniq(runs["suite"])),
-        ("runs (newest execution of each)", str(len(runs))), ("stored executions", str(len(all_runs))),
-        ("iteration rows", str(len(iters))), ("problems", _uniq(runs["problem"])),
-        ("methods", str(runs["method_label"].nunique())), ("devices", _uniq(runs["device"])),
-        ("dtypes", _uniq(runs["dtype"])), ("seeds", _uniq(runs["seed"].astype(str))), ("recorded", span),
-    ], columns=["field", "value"])
+    env = pd.DataFrame(
+        [
+            ("machine", _uniq(runs["machine"])),
+            ("CPU", _uniq(runs["cpu"])),
+            ("GPU", _uniq(runs["gpu"])),
+            ("torch", _uniq(runs["torch_version"])),
+            ("precond_core", _uniq(runs["precond_version"])),
+            ("commits", commit_text),
+            ("suites", _uniq(runs["suite"])),
+            ("runs (newest execution of each)", str(len(runs))),
+            ("stored executions", str(len(all_runs))),
+            ("iteration rows", str(len(iters))),
+            ("problems", _uniq(runs["problem"])),
+            ("methods", str(runs["method_label"].nunique())),
+            ("devices", _uniq(runs["device"])),
+            ("dtypes", _uniq(runs["dtype"])),
+            ("seeds", _uniq(runs["seed"].astype(str))),
+            ("recorded", span),
+        ],
+        columns=["field", "value"],
+    )
     sec.blocks.append(_table("Environment of the stored runs", env, "table-environment"))
     stops = pd.crosstab(runs["method_label"], runs["stop_reason"], margins=True, margins_name="total")
     stops = stops.reset_index().rename(columns={"method_label": "method"})
@@ -425,10 +543,25 @@ def section_header(runs: pd.DataFrame, iters: pd.DataFrame, all_runs: pd.DataFra
     sec.blocks.append(_table("Stop reasons per method (number of runs)", stops, "table-stop-reasons"))
     div = runs[runs["stop_reason"].astype(str) == "diverged"]
     if len(div):
-        cols = [c for c in ("run_id", "problem", "dataset", "n", "method_label", "device", "dtype", "seed",
-                            "iterations", "final_grad_norm", "final_loss") if c in div]
+        cols = [
+            c
+            for c in (
+                "run_id",
+                "problem",
+                "dataset",
+                "n",
+                "method_label",
+                "device",
+                "dtype",
+                "seed",
+                "iterations",
+                "final_grad_norm",
+                "final_loss",
+            )
+            if c in div
+        ]
         sec.blocks.append(_table(f"Diverged runs: {len(div)} of {len(runs)}", div[cols], "table-diverged"))
-    sec.intro = (f"{len(div)} of {len(runs)} runs diverged." if len(div) else "No run diverged.")
+    sec.intro = f"{len(div)} of {len(runs)} runs diverged." if len(div) else "No run diverged."
     sec.warn = bool(len(div))
     return sec
 
@@ -438,9 +571,13 @@ def section_convergence(runs: pd.DataFrame, iters: pd.DataFrame, colours) -> Sec
     if iters is None or iters.empty:
         sec.note = "the store holds no per-iteration rows: run a sweep that records iterations"
         return sec
-    meta = runs[["run_id", "problem", "dataset", "problem_params", "n", "device", "dtype", "eps", "method_label"]].copy()
+    meta = runs[
+        ["run_id", "problem", "dataset", "problem_params", "n", "device", "dtype", "eps", "method_label"]
+    ].copy()
     meta["panel"] = instance_labels(runs).to_numpy()
-    it = iters[["run_id", "iter", "grad_norm", "time_s"] + (["seed"] if "seed" in iters else [])].merge(meta, on="run_id", how="inner")
+    it = iters[["run_id", "iter", "grad_norm", "time_s"] + (["seed"] if "seed" in iters else [])].merge(
+        meta, on="run_id", how="inner"
+    )
     it = it[np.isfinite(it["grad_norm"].astype(float)) & (it["grad_norm"].astype(float) > 0)]
     if it.empty:
         sec.note = "no finite positive gradient norms in the iteration table"
@@ -453,11 +590,15 @@ def section_convergence(runs: pd.DataFrame, iters: pd.DataFrame, colours) -> Sec
         for start in range(0, len(rows), 4):
             if count >= MAX_FIGURES_PER_SECTION:
                 break
-            chunk = rows[start:start + 4]
+            chunk = rows[start : start + 4]
             fig = F.convergence(bands[bands["panel"].isin([p for p, _ in chunk])], chunk, colours)
-            sec.blocks.append(_fig(f"{key[0]}: median gradient norm over seeds with the 25-75 % band; dotted line: eps", fig))
+            sec.blocks.append(
+                _fig(f"{key[0]}: median gradient norm over seeds with the 25-75 % band; dotted line: eps", fig)
+            )
             count += 1
-    sec.intro = "Lines: median over seeds at each iteration; band: 25 % to 75 % quantiles; right: against the median wall time."
+    sec.intro = (
+        "Lines: median over seeds at each iteration; band: 25 % to 75 % quantiles; right: against the median wall time."
+    )
     return sec
 
 
@@ -478,15 +619,31 @@ def section_scaling(runs: pd.DataFrame, colours) -> Section:
         for k, v in zip(SCALING_KEYS, key):
             sl = sl[sl[k] == v]
         title = f"{key[0]}{'[' + key[1] + ']' if key[1] else ''} {key[2]}/{key[3]}"
-        fig = F.loglog_scaling(pts, sl, [("median_step_s", "median time per step (s)"), ("state_bytes", "state memory (bytes)")],
-                               colours, title)
-        sec.blocks.append(_fig(f"{title}: per-n medians over seeds (points) and the least-squares fit over all runs (dashed)", fig))
+        fig = F.loglog_scaling(
+            pts,
+            sl,
+            [("median_step_s", "median time per step (s)"), ("state_bytes", "state memory (bytes)")],
+            colours,
+            title,
+        )
+        sec.blocks.append(
+            _fig(f"{title}: per-n medians over seeds (points) and the least-squares fit over all runs (dashed)", fig)
+        )
         count += 1
-    tab = ts.rename(columns={"slope": "time slope", "points": "time runs"})[[*SCALING_KEYS, "method_label", "n_min", "n_max", "time slope", "time runs"]]
+    tab = ts.rename(columns={"slope": "time slope", "points": "time runs"})[
+        [*SCALING_KEYS, "method_label", "n_min", "n_max", "time slope", "time runs"]
+    ]
     mem = ms.rename(columns={"slope": "memory slope"})[[*SCALING_KEYS, "method_label", "memory slope"]]
     tab = tab.merge(mem, on=[*SCALING_KEYS, "method_label"], how="outer").sort_values([*SCALING_KEYS, "method_label"])
-    sec.blocks.append(_table("Fitted slopes of log10(median_step_s) and log10(state_bytes) against log10(n), least squares over all runs",
-                             tab, "table-slopes"))
+    sec.blocks.append(
+        _table(
+            "Fitted slopes of log10(median_step_s) and log10(state_bytes) against log10(n), "
+            "least squares over all runs",
+            tab,
+            "table-slopes",
+            floats="{:.4f}",
+        )
+    )
     sec.intro = "A slope of 1 means cost linear in n, 2 quadratic; runs with zero state are left out of the memory fit."
     return sec
 
@@ -500,9 +657,18 @@ def section_blocks(runs: pd.DataFrame, colours) -> Section:
     kr["method_label_nok"] = kr["method_label"].map(strip_k)
     kr["_it"] = kr["iters_to_eps"].fillna(np.inf)
     kr["_t"] = kr["time_to_eps"].fillna(np.inf)
-    agg = kr.groupby([*SCALING_KEYS, "method_label_nok", "n", "k"], dropna=False).agg(
-        iters_to_eps=("_it", "median"), time_to_eps=("_t", "median"),
-        solved=("iters_to_eps", lambda s: int(s.notna().sum())), seeds=("run_id", "size")).reset_index()
+    agg = (
+        kr.groupby([*SCALING_KEYS, "method_label_nok", "n", "k"], dropna=False)
+        .agg(
+            iters_to_eps=("_it", "median"),
+            time_to_eps=("_t", "median"),
+            median_step_s=("median_step_s", "median"),
+            final_grad_norm=("final_grad_norm", "median"),
+            solved=("iters_to_eps", lambda s: int(s.notna().sum())),
+            seeds=("run_id", "size"),
+        )
+        .reset_index()
+    )
     agg["k"] = agg["k"].astype(int)
     plot = agg.replace([np.inf], np.nan)
     nok_colours = F.palette(agg["method_label_nok"])
@@ -511,18 +677,33 @@ def section_blocks(runs: pd.DataFrame, colours) -> Section:
         if count >= MAX_FIGURES_PER_SECTION:
             break
         title = f"{key[0]}{'[' + key[1] + ']' if key[1] else ''} {key[2]}/{key[3]}"
-        sec.blocks.append(_fig(f"{title}: medians over seeds against k (seeds that did not reach eps count as infinite)",
-                               F.block_count(g, nok_colours, title)))
+        sec.blocks.append(
+            _fig(
+                f"{title}: medians over seeds against k (seeds that did not reach eps count as infinite; "
+                "no point: the median seed did not reach eps)",
+                F.block_count(g, nok_colours, title),
+            )
+        )
         count += 1
-    sec.blocks.append(_table("Iterations and time to eps against k (median over seeds; inf: most seeds did not reach eps)",
-                             agg.rename(columns={"method_label_nok": "method"}), "table-blocks"))
+    sec.blocks.append(
+        _table(
+            "Iterations and time to eps, time per step and final gradient norm against k "
+            "(medians over seeds; inf: the median seed did not reach eps)",
+            agg.rename(columns={"method_label_nok": "method"}),
+            "table-blocks",
+        )
+    )
     return sec
 
 
 def section_profile(runs: pd.DataFrame, colours) -> Section:
     sec = Section("profile", "Time to eps and performance profile")
     ttm = time_to_eps_matrix(runs)
-    solved = runs.assign(_s=runs["time_to_eps"].notna()).groupby([*INSTANCE_KEYS, "method_label"], dropna=False)["_s"].agg(["sum", "size"])
+    solved = (
+        runs.assign(_s=runs["time_to_eps"].notna())
+        .groupby([*INSTANCE_KEYS, "method_label"], dropna=False)["_s"]
+        .agg(["sum", "size"])
+    )
     labels = runs.assign(_l=instance_labels(runs)).groupby(INSTANCE_KEYS, dropna=False)["_l"].first()
     cells = {}
     for lab in ttm.columns:
@@ -537,19 +718,36 @@ def section_profile(runs: pd.DataFrame, colours) -> Section:
         cells[lab] = col
     table = pd.DataFrame(cells, index=[labels.loc[i] for i in ttm.index])
     table.index.name = "problem instance"
-    sec.blocks.append(_table("Time to eps: median over seeds (seeds that reached eps / seeds)", table.reset_index(), "table-time-to-eps"))
+    sec.blocks.append(
+        _table(
+            "Time to eps: median over seeds (seeds that reached eps / seeds)", table.reset_index(), "table-time-to-eps"
+        )
+    )
     if ttm.shape[1] < 2:
         sec.note = None
         sec.intro = "A performance profile needs two or more methods: " + HOW_TO["profile"] + "."
         return sec
     prof = performance_profile(runs)
-    sec.blocks.insert(0, _fig(f"Fraction of the {ttm.shape[0]} problem instances that each method solves within a factor tau of the fastest",
-                              F.performance_profile(prof, colours, ttm.shape[0])))
+    sec.blocks.insert(
+        0,
+        _fig(
+            f"Fraction of the {ttm.shape[0]} problem instances that each method solves "
+            "within a factor tau of the fastest",
+            F.performance_profile(prof, colours, ttm.shape[0]),
+        ),
+    )
     at = prof.groupby("method_label")["fraction"].agg(**{"rho(1)": "first", "rho(max tau)": "last"}).reset_index()
-    sec.blocks.append(_table("Performance profile: fraction of instances where the method is fastest (tau = 1) and solved at all",
-                             at, "table-profile"))
-    sec.intro = ("A problem instance is (problem, problem_params, n, device, dtype, eps); the time is the median over seeds, "
-                 "unsolved or not run counts as infinite.")
+    sec.blocks.append(
+        _table(
+            "Performance profile: fraction of instances where the method is fastest (tau = 1) and solved at all",
+            at,
+            "table-profile",
+        )
+    )
+    sec.intro = (
+        "A problem instance is (problem, problem_params, n, device, dtype, eps); the time is the median over seeds, "
+        "unsolved or not run counts as infinite."
+    )
     return sec
 
 
@@ -573,12 +771,21 @@ def section_devices(runs: pd.DataFrame) -> Section:
             break
         n = int(g["n"].max())
         g = g[g["n"] == n]
-        long = g.melt(id_vars=["method_label"], value_vars=["cpu", "cuda"], var_name="device", value_name="median_step_s")
+        long = g.melt(
+            id_vars=["method_label"], value_vars=["cpu", "cuda"], var_name="device", value_name="median_step_s"
+        )
         title = f"{key[0]}{'[' + key[1] + ']' if key[1] else ''} n={n} {key[2]}"
-        sec.blocks.append(_fig(f"{title}: median time per step, CPU and CUDA side by side", F.device_comparison(long, title)))
+        sec.blocks.append(
+            _fig(f"{title}: median time per step, CPU and CUDA side by side", F.device_comparison(long, title))
+        )
         count += 1
-    sec.blocks.append(_table("Median time per step (s) per device and the cuda/cpu ratio (below 1: CUDA faster)",
-                             med.rename(columns={"cpu": "cpu median_step_s", "cuda": "cuda median_step_s"}), "table-devices"))
+    sec.blocks.append(
+        _table(
+            "Median time per step (s) per device and the cuda/cpu ratio (below 1: CUDA faster)",
+            med.rename(columns={"cpu": "cpu median_step_s", "cuda": "cuda median_step_s"}),
+            "table-devices",
+        )
+    )
     return sec
 
 
@@ -590,15 +797,21 @@ def section_theory(runs: pd.DataFrame, colours) -> Section:
         return sec
     pts = t[t["iters_to_eps"].notna()]
     if len(pts):
-        sec.blocks.append(_fig("One point per run that reached eps; below the dashed line the run beat the bound",
-                               F.theory_vs_measured(pts, colours)))
+        sec.blocks.append(
+            _fig(
+                "One point per run that reached eps; below the dashed line the run beat the bound",
+                F.theory_vs_measured(pts, colours),
+            )
+        )
     tab = t[["run_id", "problem", "n", "method_label", "seed", "stop_reason", "iters_to_eps", "theory_bound"]].copy()
     tab["measured/bound"] = tab["iters_to_eps"] / tab["theory_bound"]
-    sec.blocks.append(_table("Iterations to eps against the bound K per run (empty: eps not reached)", tab, "table-theory"))
+    sec.blocks.append(
+        _table("Iterations to eps against the bound K per run (empty: eps not reached)", tab, "table-theory")
+    )
     return sec
 
 
-def section_store_history(runs: pd.DataFrame) -> Section:
+def section_store_history(runs: pd.DataFrame, colours=None) -> Section:
     sec = Section("store-history", "History over commits: results store")
     if "git_commit" not in runs or runs["git_commit"].nunique() < 2:
         sec.note = HOW_TO["store_history"]
@@ -619,16 +832,30 @@ def section_store_history(runs: pd.DataFrame) -> Section:
         n = int(multi.index.max())
         g = g[g["n"] == n]
         title = f"{key[0]}{'[' + key[1] + ']' if key[1] else ''} n={n} {key[2]}/{key[3]}"
-        sec.blocks.append(_fig(f"{title}: median time per step per method over commits (oldest first)",
-                               F.history(g, x="position", y="median_step_s", hue="method_label", xticklabels=ticks,
-                                         ylabel="median time per step (s)", title=title)))
+        sec.blocks.append(
+            _fig(
+                f"{title}: median time per step per method over commits (oldest first)",
+                F.history(
+                    g,
+                    x="position",
+                    y="median_step_s",
+                    hue="method_label",
+                    xticklabels=ticks,
+                    ylabel="median time per step (s)",
+                    colours=colours,
+                    title=title,
+                ),
+            )
+        )
         count += 1
     if not sec.blocks:
         sec.note = "no (problem, n, method) was run at two or more commits: " + HOW_TO["store_history"]
         return sec
     wide = med.assign(commit=med["git_commit"].map(_short)).pivot_table(
-        index=keys, columns="commit", values="median_step_s", aggfunc="median", dropna=False)
-    wide = wide[[t for t in ticks if t in wide.columns]].dropna(how="all").reset_index()
+        index=keys, columns="commit", values="median_step_s", aggfunc="median", dropna=False
+    )
+    wide = wide[[t for t in ticks if t in wide.columns]]
+    wide = wide[wide.notna().sum(axis=1) >= 2].reset_index()  # only what was measured at two or more commits
     wide.columns.name = None
     sec.blocks.append(_table("Median time per step (s) per commit (oldest first)", wide, "table-store-history"))
     return sec
@@ -640,7 +867,9 @@ def section_asv(asv: pd.DataFrame) -> Section:
         sec.note = HOW_TO["asv"]
         return sec
     asv = asv.copy()
-    asv["series"] = np.where(asv["machine"].nunique() > 1, asv["machine"] + " ", "") + asv["params"].replace("", "(no params)")
+    asv["series"] = np.where(asv["machine"].nunique() > 1, asv["machine"] + " ", "") + asv["params"].replace(
+        "", "(no params)"
+    )
     order = asv.groupby("commit")["date"].min().sort_values(kind="stable")
     pos = {c: i for i, c in enumerate(order.index)}
     ticks = [_short(c) for c in order.index]
@@ -650,13 +879,19 @@ def section_asv(asv: pd.DataFrame) -> Section:
         if count >= MAX_FIGURES_PER_SECTION:
             break
         unit = g["unit"].iloc[0] or "value"
-        sec.blocks.append(_fig(f"asv benchmark {name} over commits (oldest first)",
-                               F.history(g, x="position", y="value", hue="series", xticklabels=ticks, ylabel=unit,
-                                         title=name, logy=True)))
+        sec.blocks.append(
+            _fig(
+                f"asv benchmark {name} over commits (oldest first)",
+                F.history(
+                    g, x="position", y="value", hue="series", xticklabels=ticks, ylabel=unit, title=name, logy=True
+                ),
+            )
+        )
         count += 1
     first = asv.sort_values("position").groupby(["benchmark", "params", "machine"])
-    summ = first.agg(commits=("commit", "nunique"), first=("value", "first"), last=("value", "last"),
-                     unit=("unit", "first")).reset_index()
+    summ = first.agg(
+        commits=("commit", "nunique"), first=("value", "first"), last=("value", "last"), unit=("unit", "first")
+    ).reset_index()
     summ["last/first"] = summ["last"] / summ["first"]
     sec.blocks.append(_table("asv: first and latest value per benchmark and parameters", summ, "table-asv"))
     return sec
@@ -668,7 +903,9 @@ def section_pytest_benchmark(pb: pd.DataFrame) -> Section:
         sec.note = HOW_TO["pytest_benchmark"]
         return sec
     pb = pb.sort_values(["datetime", "machine", "run"], kind="stable").copy()
-    runs_order = pb.drop_duplicates(["machine", "run", "file"])[["machine", "run", "file", "commit"]].reset_index(drop=True)
+    runs_order = pb.drop_duplicates(["machine", "run", "file"])[["machine", "run", "file", "commit"]].reset_index(
+        drop=True
+    )
     pos = {(r.machine, r.file): i for i, r in enumerate(runs_order.itertuples())}
     ticks = [f"{r.run:04d} {_short(r.commit)[:7]}" for r in runs_order.itertuples()]
     pb["position"] = [pos[(m, f)] for m, f in zip(pb["machine"], pb["file"])]
@@ -677,12 +914,25 @@ def section_pytest_benchmark(pb: pd.DataFrame) -> Section:
         if count >= MAX_FIGURES_PER_SECTION:
             break
         title = f"group {group}" if group else "pytest-benchmark"
-        sec.blocks.append(_fig(f"{title}: median time per saved run (oldest first)",
-                               F.history(g, x="position", y="median", hue="name", xticklabels=ticks,
-                                         ylabel="median time (s)", title=title)))
+        sec.blocks.append(
+            _fig(
+                f"{title}: median time per saved run (oldest first)",
+                F.history(
+                    g, x="position", y="median", hue="name", xticklabels=ticks, ylabel="median time (s)", title=title
+                ),
+            )
+        )
         count += 1
-    summ = pb.groupby(["machine", "name"]).agg(runs=("run", "nunique"), first=("median", "first"), last=("median", "last"),
-                                                extra_info=("extra_info", "last")).reset_index()
+    summ = (
+        pb.groupby(["machine", "name"])
+        .agg(
+            runs=("run", "nunique"),
+            first=("median", "first"),
+            last=("median", "last"),
+            extra_info=("extra_info", "last"),
+        )
+        .reset_index()
+    )
     summ["last/first"] = summ["last"] / summ["first"]
     sec.blocks.append(_table("pytest-benchmark: first and latest median per benchmark", summ, "table-pytest-benchmark"))
     return sec
@@ -707,8 +957,9 @@ def current_runs(runs: pd.DataFrame, iters: pd.DataFrame) -> tuple[pd.DataFrame,
     return cur, iters
 
 
-def collect_sections(runs: pd.DataFrame, iters: pd.DataFrame, asv: pd.DataFrame | None = None,
-                     pb: pd.DataFrame | None = None) -> list[Section]:
+def collect_sections(
+    runs: pd.DataFrame, iters: pd.DataFrame, asv: pd.DataFrame | None = None, pb: pd.DataFrame | None = None
+) -> list[Section]:
     """Build every section (figures rendered, tables as frames + HTML) from the tables.
 
     The store history uses every stored commit; all other sections use the newest execution of each
@@ -716,7 +967,7 @@ def collect_sections(runs: pd.DataFrame, iters: pd.DataFrame, asv: pd.DataFrame 
     """
     runs = _normalize_runs(runs) if "device_type" not in runs else runs
     current, iters = current_runs(runs, iters)
-    colours = F.palette(current["method_label"].astype(str))
+    colours = F.palette(runs["method_label"].astype(str))  # all commits: one colour per label everywhere
     return [
         section_header(current, iters, runs),
         section_convergence(current, iters, colours),
@@ -725,7 +976,7 @@ def collect_sections(runs: pd.DataFrame, iters: pd.DataFrame, asv: pd.DataFrame 
         section_profile(current, colours),
         section_devices(current),
         section_theory(current, colours),
-        section_store_history(runs),
+        section_store_history(runs, colours),
         section_asv(asv if asv is not None else pd.DataFrame()),
         section_pytest_benchmark(pb if pb is not None else pd.DataFrame()),
     ]
@@ -735,12 +986,31 @@ def render_html(sections: list[Section], title: str) -> str:
     """Render the sections with the jinja2 template (autoescaped; tables and images inserted as markup)."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["code"] = _code_markup
     tpl = env.get_template("report.html.j2")
     n_fig = sum(len(s.figures) for s in sections)
-    return tpl.render(title=title, sections=sections, n_figures=n_fig, Figure=Figure, Table=Table,
-                      generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    return tpl.render(
+        title=title,
+        sections=sections,
+        n_figures=n_fig,
+        Figure=Figure,
+        Table=Table,
+        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+def _code_markup(text: str):
+    """Escape ``text`` and show `backticked` spans as <code>."""
+    import markupsafe
+
+    escaped = str(markupsafe.escape(text))
+    return markupsafe.Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped))
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -758,8 +1028,14 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def build_report(store_dir: str | os.PathLike, out_path: str | os.PathLike, *, asv_results_dir: str | os.PathLike = ".asv/results",
-                 benchmark_dir: str | os.PathLike = ".benchmarks", title: str | None = None) -> Path:
+def build_report(
+    store_dir: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    asv_results_dir: str | os.PathLike = ".asv/results",
+    benchmark_dir: str | os.PathLike = ".benchmarks",
+    title: str | None = None,
+) -> Path:
     """Write the HTML report of the results store ``store_dir`` to ``out_path`` (atomically) and return its path.
 
     Raises ``ReportError`` naming ``store_dir`` when the store holds no runs. asv and pytest-benchmark

@@ -312,7 +312,7 @@ def run_sweep(source, store_dir, *, executor=None, rerun: bool = False, max_cell
     executor = executor or LocalExecutor()
     suite, cells = load_grid(source) if not isinstance(source, tuple) else source
     store = Store(store_dir)
-    store.check()
+    store.validate()  # a damaged or foreign part stops the sweep before anything runs
     commit, dirty = git or git_info()
     machine = socket.gethostname() if getattr(executor, "same_machine", True) else None
     plan = plan_sweep(suite, cells, store, git_commit=commit, machine=machine, rerun=rerun)
@@ -331,6 +331,7 @@ def run_sweep(source, store_dir, *, executor=None, rerun: bool = False, max_cell
     t0 = time.perf_counter()
     bar = _progress(len(plan.todo), suite, progress)
     say = (lambda m: bar.write(m, file=sys.stderr)) if bar is not None else log
+    reasons: dict[str, int] = {}
     try:
         def started(cell: Cell) -> None:
             if bar is not None:
@@ -343,7 +344,9 @@ def run_sweep(source, store_dir, *, executor=None, rerun: bool = False, max_cell
                 say(f"FAILED {cell.short()}: {res.error}")
             elif res.skipped:
                 summary.skipped.append((cell.run_id, res.skipped))
-                say(f"skip: {cell.short()}: {res.skipped}")
+                if res.skipped not in reasons:  # each reason once; the counts come at the end
+                    say(f"skip: {res.skipped} ({cell.short()})")
+                reasons[res.skipped] = reasons.get(res.skipped, 0) + 1
             else:
                 runs = res.runs.assign(git_commit=commit, git_dirty=dirty)
                 iters = res.iters.assign(git_commit=commit)
@@ -355,6 +358,8 @@ def run_sweep(source, store_dir, *, executor=None, rerun: bool = False, max_cell
         if bar is not None:
             bar.close()
         summary.seconds = time.perf_counter() - t0
+    for why, count in reasons.items():
+        log(f"skipped {count} cell(s): {why}")
     log(f"suite {suite!r}: stored {len(summary.stored)}, skipped {len(summary.skipped)}, "
         f"failed {len(summary.failed)} in {summary.seconds:.1f} s")
     return summary

@@ -62,8 +62,7 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
         if c in df:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     if "k" in df:
-        df["k"] = pd.array([None if v is None or (isinstance(v, float) and v != v) else int(v)
-                            for v in df["k"]], dtype="Int64")
+        df["k"] = pd.array([None if pd.isna(v) else int(v) for v in df["k"]], dtype="Int64")
     if "git_dirty" in df:
         df["git_dirty"] = df["git_dirty"].astype(bool)
     return df
@@ -165,6 +164,24 @@ class Store:
         if len(df):
             df = df.sort_values(["run_id", "iter"], kind="stable").reset_index(drop=True)
         return df
+
+    def validate(self) -> None:
+        """Check the marker and every part's footer and columns (cheap: schemas only); raise
+        :class:`StoreError` naming the first bad file."""
+        import pyarrow.parquet as pq
+
+        self.check()
+        for table, columns in (("runs", RUNS_COLUMNS), ("iters", ITERS_COLUMNS)):
+            for p in self.parts(table):
+                try:
+                    names = pq.read_schema(p).names
+                except Exception as exc:
+                    raise StoreError(f"cannot read store part {p}: {type(exc).__name__}: {exc} (the file was left "
+                                     "in place; move it out of the store to continue)") from None
+                missing = [c for c in columns if c not in names]
+                if missing:
+                    raise StoreError(f"store part {p} is not a results table of this schema: missing columns "
+                                     f"{missing} (the file was left in place; move it out of the store to continue)")
 
     def read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         return self.read_runs(), self.read_iters()

@@ -2,10 +2,11 @@
 
 A LIBSVM line is ``LABEL IDX:VAL IDX:VAL ...`` with 1-based, strictly increasing integer indices and
 finite decimal numbers, separated by spaces or tabs. ``libsvm.svmutil.svm_read_problem`` (the
-reference implementation) is lenient: it accepts index 0, repeated and unordered indices and drops
-zero values, and its errors name no line. So a strict pass runs first (one C-level regular-expression
-match per line plus vectorized index checks in numpy) and raises ``DatasetFormatError`` with file and
-line; only a file that passes it is parsed by libsvm-official and cached.
+reference implementation) is lenient: it accepts index 0, repeated and unordered indices, ``nan``
+and ``1_0``, drops zero values, and its errors name no line. So ``parse_text`` adds strict checks
+(one C-level regular-expression match per line before the parse, vectorized index checks on the
+CSR arrays after it) and raises ``DatasetFormatError`` with file and line; only a file that passes
+is cached. ``validate`` is the plain line-by-line reference of the same rules.
 
 Cache: ``<data dir>/parsed/<sha256 of the text>.v1.npz`` holding the CSR arrays (``indptr``, ``indices``
 0-based, ``data``), the raw labels ``y`` and the largest feature index used. The key is the content
@@ -26,10 +27,10 @@ from .errors import DatasetFormatError
 from .registry import atomic_write_bytes, _unlink
 
 CACHE_VERSION = "v1"
-_NUM = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_NUM = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _NUM_RE = re.compile(_NUM)
-_LINE_RE = re.compile(rf"[ \t]*{_NUM}(?:[ \t]+\d+:{_NUM})*[ \t]*\r?")
-_IDX_RE = re.compile(r"(\d+):")
+_LINE_RE = re.compile(rf"[ \t]*{_NUM}(?:[ \t]+[0-9]+:{_NUM})*[ \t]*\r?")
+_IDX_RE = re.compile(r"([0-9]+):")
 
 
 @dataclass
@@ -74,28 +75,18 @@ def _diagnose(line: str) -> str:
     return "malformed line (expected 'LABEL IDX:VALUE IDX:VALUE ...' separated by spaces or tabs)"
 
 
-def validate(text: str, path, n_features: int | None = None, n_samples: int | None = None) -> int:
-    """Raise ``DatasetFormatError`` (file and line) unless ``text`` is strict LIBSVM.
-
-    Checks: every line matches the line pattern (label, then index:value pairs; no blank lines
-    except a final newline); indices >= 1 and strictly increasing within a line; the largest index
-    is at most ``n_features`` and the number of lines equals ``n_samples`` (when given).
-    Returns the largest feature index (1-based; 0 when no line has a feature).
-    Time O(bytes), in C-level loops except one regex match and one ``count`` call per line.
-    """
+def _split_lines(text: str, path) -> list[str]:
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
     if not lines:
         raise DatasetFormatError("the file is empty (no data lines)", path=path)
-    match = _LINE_RE.fullmatch
-    for i, line in enumerate(lines):
-        if match(line) is None:
-            raise DatasetFormatError(_diagnose(line), path=path, line=i + 1)
-    counts = np.fromiter((ln.count(":") for ln in lines), dtype=np.int64, count=len(lines))
-    idx = np.array(_IDX_RE.findall(text), dtype=np.int64) if counts.sum() else np.zeros(0, np.int64)
-    rowptr = np.zeros(len(lines) + 1, dtype=np.int64)
-    np.cumsum(counts, out=rowptr[1:])
+    return lines
+
+
+def _check_indices(idx: np.ndarray, rowptr: np.ndarray, path, n_features: int | None) -> None:
+    """Indices (1-based, entries of row r at idx[rowptr[r]:rowptr[r+1]]): >= 1, strictly increasing
+    within a row, at most ``n_features``. Vectorized, O(len(idx))."""
 
     def line_of(k: int) -> int:  # 1-based line holding entry k
         return int(np.searchsorted(rowptr, k, side="right"))
@@ -120,32 +111,86 @@ def validate(text: str, path, n_features: int | None = None, n_samples: int | No
         k = int(np.flatnonzero(idx > n_features)[0])
         raise DatasetFormatError(f"feature index {idx[k]} exceeds the {n_features} features the registry declares "
                                  "(the data is not resized)", path=path, line=line_of(k))
-    if n_samples is not None and len(lines) != n_samples:
-        raise DatasetFormatError(f"the file has {len(lines)} samples, the registry declares {n_samples}", path=path)
+
+
+def _check_samples(n_lines: int, path, n_samples: int | None) -> None:
+    if n_samples is not None and n_lines != n_samples:
+        raise DatasetFormatError(f"the file has {n_lines} samples, the registry declares {n_samples}", path=path)
+
+
+def validate(text: str, path, n_features: int | None = None, n_samples: int | None = None) -> int:
+    """Raise ``DatasetFormatError`` (file and line) unless ``text`` is strict LIBSVM.
+
+    The reference check: every line matches the strict line pattern (a decimal label, then
+    ``index:value`` pairs with decimal values; no blank lines except a final newline); indices >= 1
+    and strictly increasing within a line; the largest index is at most ``n_features`` and the
+    number of lines equals ``n_samples`` (when given). Returns the largest feature index (0 if none).
+    ``parse_text`` reaches the same verdicts faster and calls this only to locate an error.
+    """
+    lines = _split_lines(text, path)
+    match = _LINE_RE.fullmatch
+    for i, line in enumerate(lines):
+        if match(line) is None:
+            raise DatasetFormatError(_diagnose(line), path=path, line=i + 1)
+    counts = np.fromiter((ln.count(":") for ln in lines), dtype=np.int64, count=len(lines))
+    idx = np.array(_IDX_RE.findall(text), dtype=np.int64) if counts.sum() else np.zeros(0, np.int64)
+    rowptr = np.zeros(len(lines) + 1, dtype=np.int64)
+    np.cumsum(counts, out=rowptr[1:])
+    _check_indices(idx, rowptr, path, n_features)
+    _check_samples(len(lines), path, n_samples)
     return int(idx.max()) if idx.size else 0
+
+
+# Fast pre-check: the strict line shape with numbers as runs of [-+.0-9eE]. A run that passes it and
+# that Python's float() accepts is exactly a strict decimal number, and libsvm-official calls float()
+# on every label and value, so this plus a successful libsvm parse equals the strict pattern.
+_FAST_LINE_RE = re.compile(r"[ \t]*[-+.0-9eE]+(?:[ \t]+[0-9]+:[-+.0-9eE]+)*[ \t]*\r?")
+_ZERO_IDX_RE = re.compile(r"[ \t]0+:")  # after the fast pass, '[ \t]digits:' can only be an index
 
 
 def parse_text(text: str, path, sha256: str, n_features: int | None = None,
                n_samples: int | None = None) -> Parsed:
-    """Validate ``text`` strictly, then parse it with ``libsvm.svmutil.svm_read_problem``."""
-    max_index = validate(text, path, n_features=n_features, n_samples=n_samples)
+    """Check ``text`` strictly and parse it with ``libsvm.svmutil.svm_read_problem``.
+
+    Same verdicts as ``validate`` (which it runs to locate an error, and in full when the file holds
+    explicit zero values that libsvm-official drops); otherwise the checks run on libsvm's CSR
+    arrays, so the cost is one C-level regex match per line plus libsvm's own parse.
+    """
+    lines = _split_lines(text, path)
+    if not all(map(_FAST_LINE_RE.fullmatch, lines)) or (
+            (" 0" in text or "\t0" in text) and _ZERO_IDX_RE.search(text)):
+        validate(text, path, n_features=n_features, n_samples=n_samples)  # raises with the line
+        raise DatasetFormatError("malformed LIBSVM text", path=path)  # not reached: validate raised
+    _check_samples(len(lines), path, n_samples)
     from libsvm import commonutil
     from libsvm.svmutil import svm_read_problem
 
     if getattr(commonutil, "scipy", None) is None:  # libsvm only returns CSR when scipy imports
         raise ImportError("libsvm-official needs scipy to return CSR matrices: pip install scipy")
-    y, X = svm_read_problem(io.StringIO(text), return_scipy=True)
+    try:
+        y, X = svm_read_problem(io.StringIO(text), return_scipy=True)
+    except (ValueError, TypeError, OverflowError) as e:  # a run of [-+.0-9eE] that is no number
+        validate(text, path, n_features=n_features, n_samples=n_samples)
+        raise DatasetFormatError(f"libsvm-official cannot parse the file: {e}", path=path) from None
+    indptr = np.asarray(X.indptr, dtype=np.int64)
+    indices = np.asarray(X.indices, dtype=np.int64)
     data = np.asarray(X.data, dtype=np.float64)
+    if len(y) != len(lines) or len(indptr) != len(lines) + 1:
+        raise DatasetFormatError(f"libsvm-official read {len(y)} rows from {len(lines)} lines", path=path)
+    if len(data) == text.count(":"):  # no explicit zeros dropped: the CSR holds every index written
+        _check_indices(indices + 1, indptr, path, n_features)
+        max_index = int(indices.max()) + 1 if indices.size else 0
+    else:
+        max_index = validate(text, path, n_features=n_features, n_samples=n_samples)
     if not np.all(np.isfinite(data)):
         k = int(np.flatnonzero(~np.isfinite(data))[0])
-        line = int(np.searchsorted(X.indptr, k, side="right"))
+        line = int(np.searchsorted(indptr, k, side="right"))
         raise DatasetFormatError("non-finite feature value (overflow to inf)", path=path, line=line)
     if not np.all(np.isfinite(y)):
-        raise DatasetFormatError("non-finite label", path=path, line=int(np.flatnonzero(~np.isfinite(y))[0]) + 1)
-    indices = np.asarray(X.indices, dtype=np.int64)
-    return Parsed(indptr=np.asarray(X.indptr, dtype=np.int64), indices=indices, data=data,
-                  y=np.array(y, dtype=np.float64), max_index=max_index,
-                  sha256=sha256)
+        raise DatasetFormatError("non-finite label (overflow to inf)", path=path,
+                                 line=int(np.flatnonzero(~np.isfinite(y))[0]) + 1)
+    return Parsed(indptr=indptr, indices=indices, data=data, y=np.array(y, dtype=np.float64),
+                  max_index=max_index, sha256=sha256)
 
 
 def cache_path(cache_dir: Path, sha256: str) -> Path:
@@ -177,12 +222,14 @@ def write_cache(cache_dir: Path, parsed: Parsed) -> Path:
     return p
 
 
-def map_labels(y: np.ndarray, task: str, path, n_classes: int | None = None) -> tuple[np.ndarray, dict]:
+def map_labels(y: np.ndarray, task: str, path, n_classes: int | None = None,
+               label_base: int | None = None) -> tuple[np.ndarray, dict]:
     """Map raw labels to the task's convention and return (mapped, mapping raw -> new).
 
     binary: exactly two values, the smaller -> -1 and the larger -> +1 (so -1/+1 stay, 0/1 and 1/2
-    become -1/+1); multiclass: integer values; with ``n_classes`` known, labels in 0..C-1 are kept
-    and labels in 1..C shifted by one, otherwise the sorted distinct values map to 0..C-1 (at most
+    become -1/+1); multiclass: integer values; with ``n_classes`` known, labels are taken as
+    ``label_base``..``label_base``+C-1 (default: 0-based when a label 0 occurs, else 1-based) and
+    shifted to 0..C-1, so class ids stay stable when a class is absent; otherwise the sorted distinct values map to 0..C-1 (at most
     ``n_classes`` of them when given); regression: unchanged. A label set that does not fit raises ``DatasetFormatError``
     naming the first line where it stops fitting.
     """
@@ -214,9 +261,9 @@ def map_labels(y: np.ndarray, task: str, path, n_classes: int | None = None) -> 
             raise DatasetFormatError(f"a multiclass task needs at least two labels, got {vals.tolist()}",
                                      path=path, line=None)
         if n_classes is not None:  # a known label range keeps class ids stable when a class is absent
-            for base in (0, 1):
-                if vals[0] >= base and vals[-1] <= n_classes - 1 + base:
-                    return (y - base).astype(np.int64), {float(v): int(v) - base for v in vals}
+            base = label_base if label_base is not None else (0 if vals[0] == 0 else 1)
+            if vals[0] >= base and vals[-1] <= n_classes - 1 + base:
+                return (y - base).astype(np.int64), {float(v): int(v) - base for v in vals}
         return inv.astype(np.int64), {float(v): i for i, v in enumerate(vals)}
     raise ValueError(f"task must be one of ('binary', 'multiclass', 'regression'), got {task!r}")
 

@@ -1,0 +1,118 @@
+"""Cost of a step as a multiple of a gradient, side by side in one process, and its growth with n.
+
+    python benchmarks/step_cost.py --n 10000 1000000 --repeat 7
+    python benchmarks/step_cost.py --n 10000 100000 1000000 --methods gd lbfgs uniform_direction
+
+For every method and n (the skip rules of ``cases.py`` apply: a method with a size limit runs only up
+to it), the median seconds per ``Solver.step()`` and per gradient on the same scalable problem, their
+ratio, and the oracle calls per step; then, for each matrix-free method measured at two or more n, the
+least-squares slope of log(seconds per step) against log(n) (1 means linear growth). The table is
+printed and written to ``results/step_cost-<time>.csv`` and ``.json`` (``--out`` to choose the stem).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+import precond_core as pc  # noqa: E402
+from benchmarks import cases  # noqa: E402
+
+
+def measure(methods, ns, device: str, repeat: int, log=print) -> list[dict]:
+    """Rows of :func:`cases.step_cost_row` for every (method, n) that runs here; one gradient timing per n."""
+    rows = []
+    for n in ns:
+        grad_s = cases.median_seconds(cases.oracle_fns(n, device)[0], device, repeat)
+        hvp_s = cases.median_seconds(cases.oracle_fns(n, device)[1], device, repeat)
+        log(f"n={n}: gradient {grad_s:.3e} s, hvp {hvp_s:.3e} s ({hvp_s / grad_s:.2f} gradients)")
+        for method in methods:
+            try:
+                row = cases.step_cost_row(method, n, device, repeat=repeat, grad_seconds=grad_s)
+            except cases.Skip as exc:
+                log(f"  {method:20s} skipped: {exc}")
+                continue
+            row["hvp_s"] = hvp_s
+            rows.append(row)
+            log(f"  {method:20s} {row['step_s']:.3e} s/step = {row['step_per_grad']:8.2f} gradients")
+    return rows
+
+
+def slopes(rows) -> dict:
+    """{method: slope of log(step seconds) against log(n)} for matrix-free methods with >= 2 sizes."""
+    out = {}
+    for method in sorted({r["method"] for r in rows}):
+        pts = [(r["n"], r["step_s"]) for r in rows if r["method"] == method and r["matrix_free"]]
+        if len({n for n, _ in pts}) >= 2:
+            out[method] = cases.loglog_slope([n for n, _ in pts], [s for _, s in pts])
+    return out
+
+
+def table(rows, fitted: dict) -> str:
+    """Markdown table: one line per method, step / gradient at each n, and the fitted slope."""
+    ns = sorted({r["n"] for r in rows})
+    by = {(r["method"], r["n"]): r for r in rows}
+    head = "| method | " + " | ".join(f"step / grad, n = {n:.0e}" for n in ns) + " | slope (log t vs log n) |"
+    lines = [head, "|" + "---|" * (len(ns) + 2)]
+    for method in sorted({r["method"] for r in rows}):
+        cells = [f"{by[method, n]['step_per_grad']:.2f}" if (method, n) in by else "-" for n in ns]
+        slope = f"{fitted[method]:.2f}" if method in fitted else "-"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {slope} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=float, nargs="+", default=[1e4, 1e6], help="problem sizes (default 1e4 1e6)")
+    ap.add_argument("--methods", nargs="+", default=None, help="registry names (default: all)")
+    ap.add_argument("--repeat", type=int, default=7, help="timed calls per median (default 7)")
+    ap.add_argument("--device", default="cpu", choices=cases.DEVICES)
+    ap.add_argument("--out", default=None, help="output stem (default results/step_cost-<time>)")
+    args = ap.parse_args(argv)
+    ns = [int(n) for n in args.n]
+    if any(n < 1 for n in ns):
+        ap.error(f"--n must be positive integers, got {args.n}")
+    if args.repeat < 1:
+        ap.error(f"--repeat must be >= 1, got {args.repeat}")
+    methods = args.methods or list(cases.methods())
+    unknown = sorted(set(methods) - set(cases.methods()))
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; registered: {', '.join(cases.methods())}")
+    try:
+        cases.require_device(args.device)
+    except cases.Skip as exc:
+        ap.error(str(exc))
+
+    t0 = time.perf_counter()
+    rows = measure(methods, ns, args.device, args.repeat)
+    fitted = slopes(rows)
+    print()
+    print(table(rows, fitted))
+    stem = Path(args.out) if args.out else Path("results") / time.strftime("step_cost-%Y%m%d-%H%M%S")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with open(stem.with_suffix(".csv"), "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["method"])
+        writer.writeheader()
+        writer.writerows(rows)
+    meta = {"command": " ".join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:])),
+            "device": args.device, "device_name": pc.timing.device_name(args.device),
+            "torch": torch.__version__, "precond_core": pc.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "repeat": args.repeat, "seconds": time.perf_counter() - t0}
+    with open(stem.with_suffix(".json"), "w") as fh:
+        json.dump({"meta": meta, "rows": rows, "slopes": fitted}, fh, indent=1)
+    print(f"\nwrote {stem.with_suffix('.csv')} and {stem.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The benchmark suites are well formed and run: asv check, one asv benchmark end to end (results and the
+HTML site in a temporary folder), the pytest-benchmark bodies once untimed, pytest-benchmark's
+autosave/compare, and the step-cost script. Nothing here times the library for its own sake."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "benchmarks"
+
+if str(ROOT) not in sys.path:  # ``benchmarks`` is a package at the repository root
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import cases  # noqa: E402
+import precond_core as pc  # noqa: E402
+
+
+def _env(home: Path | None = None) -> dict:
+    env = os.environ.copy()
+    # asv's --python=same runs the suite against this checkout (installed or not)
+    env["ASV_PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.pop(cases.GRID_ENV, None)  # the default grid
+    if home is not None:
+        home.mkdir(exist_ok=True)
+        env["HOME"] = str(home)  # asv machine writes ~/.asv-machine.json
+    return env
+
+
+def _run(args, *, env, cwd=ROOT, timeout=240) -> str:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(map(str, args))} exited {proc.returncode}:\n{out[-4000:]}"
+    return out
+
+
+def _tmp_asv_conf(tmp_path: Path) -> Path:
+    """The project's asv.conf.json with results, html and environments in tmp_path."""
+    from asv import util
+    conf = util.load_json(ROOT / "asv.conf.json", js_comments=True)
+    conf.update(repo=str(ROOT), benchmark_dir=str(BENCH_DIR), results_dir=str(tmp_path / "results"),
+                html_dir=str(tmp_path / "html"), env_dir=str(tmp_path / "env"))
+    path = tmp_path / "asv.conf.json"
+    path.write_text(json.dumps(conf))
+    return path
+
+
+def _head_commit() -> str | None:
+    proc = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+# -- the suite's shape ------------------------------------------------------------------------------
+def test_suite_covers_the_registry_and_the_grids():
+    from asv_runner.discovery import disc_benchmarks
+    found = {b.name: b for b in disc_benchmarks(str(BENCH_DIR))}
+    required = ["bench_step.StepCost.time_step", "bench_step.BlockStepCost.time_step",
+                "bench_step.OracleCost.time_gradient", "bench_step.OracleCost.time_hvp",
+                "bench_memory.Memory.peakmem_step", "bench_memory.Memory.track_state_bytes",
+                "bench_memory.CudaMemory.track_cuda_peak_bytes",
+                "bench_convergence.Convergence.track_iters_to_eps", "bench_convergence.Convergence.track_time_to_eps",
+                "bench_convergence.ConvergenceLibsvm.track_iters_to_eps"]
+    missing = [name for name in required if name not in found]
+    assert not missing, f"benchmarks missing: {missing}; found {sorted(found)}"
+    # every registered method is timed, over the issue's n grid, and block methods over k
+    step = found["bench_step.StepCost.time_step"]
+    assert step.param_names == ["method", "n", "device"]
+    methods = [eval(p) for p in step.params[0]]
+    assert methods == pc.list_methods()
+    assert [int(p) for p in step.params[1]] == [10**e for e in range(2, 7)]
+    assert [eval(p) for p in step.params[2]] == ["cpu", "cuda"]
+    block = found["bench_step.BlockStepCost.time_step"]
+    assert [eval(p) for p in block.params[0]] == [m for m in pc.list_methods() if pc.method_info(m).blocks]
+    assert [int(p) for p in block.params[1]] == [1, 8, 64, 512]
+    conv = found["bench_convergence.Convergence.track_iters_to_eps"]
+    assert {"mushrooms", "heart_scale"} <= {eval(p) for p in conv.params[0]}
+    assert [float(p) for p in conv.params[2]] == [1e-4, 1e-6]
+    for b in found.values():
+        assert b.timeout >= 300, f"{b.name} keeps asv's default timeout ({b.timeout} s)"
+
+
+def test_skip_rules_raise_not_implemented():
+    dense = [m for m in pc.list_methods() if pc.method_info(m).max_n is not None]
+    assert dense, "the registry has no size-limited method to test the skip rule with"
+    info = pc.method_info(dense[0])
+    with pytest.raises(NotImplementedError):
+        cases.check_size(dense[0], info.max_n + 1)
+    blocky = cases.block_methods()[0]
+    with pytest.raises(NotImplementedError):
+        cases.check_size(blocky, 100, k=512)
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(NotImplementedError):
+            cases.require_device("cuda")
+    with pytest.raises(ValueError, match="device"):
+        cases.require_device("tpu")
+
+
+def test_loglog_slope_recovers_a_power_law():
+    ns = [10**2, 10**3, 10**4, 10**6]
+    for power in (0.5, 1.0, 1.7):
+        assert math.isclose(cases.loglog_slope(ns, [3e-6 * n**power for n in ns]), power, rel_tol=1e-12)
+
+
+# -- asv ------------------------------------------------------------------------------------------
+def test_asv_check(tmp_path):
+    out = _run([sys.executable, "-m", "asv", "check", "--python=same", "--config", str(_tmp_asv_conf(tmp_path))],
+               env=_env(tmp_path / "home"))
+    assert "No problems found" in out, out
+
+
+def test_asv_quick_benchmark_end_to_end(tmp_path):
+    conf = str(_tmp_asv_conf(tmp_path))
+    env = _env(tmp_path / "home")
+    _run([sys.executable, "-m", "asv", "machine", "--yes", "--config", conf], env=env)
+    bench = r"^bench_step\.OracleCost\.time_gradient\b"
+    head = _head_commit()
+    args = [sys.executable, "-m", "asv", "run", "--python=same", "--quick", "--record-samples", "--show-stderr",
+            "--bench", bench, "--config", conf]
+    if head:
+        args += ["--set-commit-hash", head]
+    out = _run(args, env=env)
+    assert "bench_step.OracleCost.time_gradient" in out and "failed" not in out, out
+    # the n = 100 cpu cell has a time (asv prints e.g. "101±0μs"), the cuda cells are skipped or timed
+    assert re.search(r"\b100\s+[\d.]+(±[\d.]+)?(ns|μs|us|ms|s)\b", out), out
+    if head:  # results stored and the HTML site builds from them
+        files = [p for p in (tmp_path / "results").rglob("*.json") if p.name not in ("machine.json", "benchmarks.json")]
+        assert files, list((tmp_path / "results").rglob("*"))
+        result = json.loads(files[0].read_text())["results"]["bench_step.OracleCost.time_gradient"]
+        assert result[0][0] is not None and result[0][0] > 0, result
+        _run([sys.executable, "-m", "asv", "publish", "--config", conf], env=env)
+        assert (tmp_path / "html" / "index.html").is_file()
+
+
+# -- pytest-benchmark ------------------------------------------------------------------------------
+def _summary(out: str) -> dict:
+    return {word: int(num) for num, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)", out)}
+
+
+def test_pytest_benchmark_bodies_run_once_untimed(tmp_path):
+    out = _run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
+                "-k", "(n100 and cpu) or (heart_scale and cpu and (newton or gd or lbfgs))"], env=_env())
+    counts = _summary(out)
+    assert counts.get("failed", 0) == 0 and counts.get("error", 0) == 0 and counts.get("errors", 0) == 0, out
+    # every method's step at n = 100, the gradient, the HVP, the block cases and three convergence runs
+    assert counts.get("passed", 0) >= len(pc.list_methods()) + 2 + 3, out
+
+
+def test_pytest_benchmark_autosave_and_compare(tmp_path):
+    storage = f"file://{tmp_path / 'benchmarks'}"
+    args = [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--benchmark-only",
+            f"--benchmark-storage={storage}", "-k", "test_gradient and n100 and cpu"]
+    _run(args + ["--benchmark-autosave"], env=_env())
+    saved = list((tmp_path / "benchmarks").rglob("*.json"))
+    assert len(saved) == 1, saved
+    data = json.loads(saved[0].read_text())
+    assert data["benchmarks"][0]["extra_info"]["rel_error"] < 1e-6
+    out = _run(args + ["--benchmark-compare", "--benchmark-compare-fail=mean:1000%"], env=_env())
+    assert "Comparing against benchmarks from" in out, out
+
+
+def test_step_cost_script_writes_its_table(tmp_path):
+    stem = tmp_path / "step_cost"
+    out = _run([sys.executable, str(BENCH_DIR / "step_cost.py"), "--n", "100", "1000", "--methods", "gd", "lbfgs",
+                "newton", "--repeat", "3", "--out", str(stem)], env=_env())
+    assert "| method |" in out, out
+    data = json.loads(stem.with_suffix(".json").read_text())
+    rows = {(r["method"], r["n"]): r for r in data["rows"]}
+    assert set(rows) == {(m, n) for m in ("gd", "lbfgs", "newton") for n in (100, 1000)}
+    for row in rows.values():
+        assert row["step_s"] > 0 and math.isclose(row["step_per_grad"], row["step_s"] / row["grad_s"])
+        assert row["grads_per_step"] >= 1  # every step ends with the gradient at the new point
+    # slopes only for matrix-free methods (newton keeps a dense Hessian)
+    assert set(data["slopes"]) == {"gd", "lbfgs"}
