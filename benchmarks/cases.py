@@ -81,6 +81,12 @@ CONVERGENCE_MAX_ITERS = 2000 if LARGE else 500
 CONVERGENCE_MAX_SECONDS = 120.0 if LARGE else 10.0
 
 
+def n_id(n: int) -> str:
+    """Test id of a size: ``n1e4`` for 10^4 (unique as a substring, so ``-k n1e2`` selects n = 100 only)."""
+    e = round(math.log10(n))
+    return f"n1e{e}" if 10**e == n else f"n{n}"
+
+
 def methods() -> tuple[str, ...]:
     """Every registered method (the suites cover them all)."""
     return tuple(pc.list_methods())

@@ -5,7 +5,7 @@ it is timed (the solver's f and g against the problem's loss and gradient at its
 against a central difference; the HVP against a difference of gradients). Run:
 
     pytest benchmarks --benchmark-only                 # time
-    pytest benchmarks --benchmark-disable -k "n100"    # run each body once, untimed (smoke test)
+    pytest benchmarks --benchmark-disable -k "n1e2"    # run each body once, untimed (smoke test)
 """
 import pytest
 
@@ -30,7 +30,7 @@ def _time(benchmark, fn, device):
 
 
 @pytest.mark.parametrize("device", cases.DEVICES)
-@pytest.mark.parametrize("n", cases.N_STEP, ids=lambda n: f"n{n}")
+@pytest.mark.parametrize("n", cases.N_STEP, ids=cases.n_id)
 @pytest.mark.parametrize("method", cases.methods())
 def test_step(benchmark, method, n, device):
     solver = _case(cases.make_solver, method, n, device)
@@ -40,7 +40,7 @@ def test_step(benchmark, method, n, device):
 
 
 @pytest.mark.parametrize("device", cases.DEVICES)
-@pytest.mark.parametrize("n", cases.N_BLOCK, ids=lambda n: f"n{n}")
+@pytest.mark.parametrize("n", cases.N_BLOCK, ids=cases.n_id)
 @pytest.mark.parametrize("k", cases.K_GRID, ids=lambda k: f"k{k}")
 @pytest.mark.parametrize("method", cases.block_methods())
 def test_block_step(benchmark, method, k, n, device):
@@ -51,7 +51,7 @@ def test_block_step(benchmark, method, k, n, device):
 
 
 @pytest.mark.parametrize("device", cases.DEVICES)
-@pytest.mark.parametrize("n", cases.N_STEP, ids=lambda n: f"n{n}")
+@pytest.mark.parametrize("n", cases.N_STEP, ids=cases.n_id)
 def test_gradient(benchmark, n, device):
     problem, x, v = _case(cases.oracle_point, n, device)
     benchmark.extra_info["rel_error"] = cases.check_gradient(problem, x, v)
@@ -59,7 +59,7 @@ def test_gradient(benchmark, n, device):
 
 
 @pytest.mark.parametrize("device", cases.DEVICES)
-@pytest.mark.parametrize("n", cases.N_STEP, ids=lambda n: f"n{n}")
+@pytest.mark.parametrize("n", cases.N_STEP, ids=cases.n_id)
 def test_hvp(benchmark, n, device):
     problem, x, v = _case(cases.oracle_point, n, device)
     benchmark.extra_info["rel_error"] = cases.check_hvp(problem, x, v)

@@ -22,20 +22,49 @@ def iteration_bound(f0_minus_fstar: float, M: float, sigma: float, eps: float, g
     return float(math.ceil(K))
 
 
+__all__ = ["iteration_bound", "bound_for_run", "f_star_estimate", "uniform_direction_error",
+           "uniform_direction_talk_bound"]
+
+
+def f_star_estimate(problem, max_n: int = 2000, tol: float = 1e-10) -> float | None:
+    """f* of ``problem``: its known value, else (convex problems with a Hessian, n <= ``max_n``) the loss
+    where Newton with backtracking reaches ||g|| <= ``tol`` (then f - f* <= tol^2 / (2 mu)), cached on the
+    problem; ``None`` when neither is available."""
+    if problem.f_star is not None:
+        return float(problem.f_star)
+    cached = getattr(problem, "_f_star_newton", None)
+    if cached is not None:
+        return cached
+    if problem.n > max_n:
+        return None
+    from .solver import minimize
+    try:
+        tr = minimize(problem, "newton", eps=tol, max_iters=100)
+    except (ValueError, NotImplementedError):
+        return None
+    if tr.stop_reason != "converged":
+        return None
+    problem._f_star_newton = float(tr.losses[-1])
+    return problem._f_star_newton
+
+
 def bound_for_run(problem, method, x0, eps: float, f0: float, g0_norm: float, oracle=None) -> float | None:
-    """K for ``method`` on ``problem`` when its constants are known: M from the problem, f* from the
-    problem (``f_star``), sigma from the preconditioner's bound (uniform direction: sqrt(lambda_max^2
-    n (n-1) + n delta^2); exact Hessian: 0). ``None`` when any is unknown."""
+    """K for ``method`` on ``problem`` when its constants are known: M from the method's parameters or
+    the problem, f* from ``f_star_estimate``, sigma from the method's parameters or its preconditioner's
+    bound (uniform direction: sqrt(lambda_max^2 n (n-1) + n delta^2); exact Hessian: 0). ``None`` when
+    any is unknown or when sigma depends on x (Fisher)."""
     from .oracle import Oracle
-    if problem.M is None or problem.f_star is None:
+    params = getattr(method, "params", {})
+    M = params.get("M") if params.get("M") is not None else problem.M
+    if M is None or getattr(method.preconditioner, "sigma_per_step", False):
         return None
-    sigma = method.preconditioner.sigma(oracle or Oracle(problem), x0)
+    sigma = params.get("sigma")
     if sigma is None:
+        sigma = method.preconditioner.sigma(oracle or Oracle(problem), x0)
+    f_star = f_star_estimate(problem)
+    if sigma is None or f_star is None:
         return None
-    return iteration_bound(max(f0 - problem.f_star, 0.0), problem.M, sigma, eps, g0_norm)
-
-
-__all__ = ["iteration_bound", "bound_for_run"]
+    return iteration_bound(max(f0 - f_star, 0.0), float(M), float(sigma), eps, g0_norm)
 
 
 def uniform_direction_error(H, form: str = "raw", delta: float = 0.0) -> float:
@@ -66,4 +95,3 @@ def uniform_direction_talk_bound(lambda_max: float, n: int, delta: float = 0.0) 
     return lambda_max ** 2 * n * (n - 1) + n * delta ** 2
 
 
-__all__ += ["uniform_direction_error", "uniform_direction_talk_bound"]

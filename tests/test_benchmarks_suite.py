@@ -146,7 +146,7 @@ def _summary(out: str) -> dict:
 
 def test_pytest_benchmark_bodies_run_once_untimed(tmp_path):
     out = _run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
-                "-k", "(n100 and cpu) or (heart_scale and cpu and (newton or gd or lbfgs))"], env=_env())
+                "-k", "(n1e2 and cpu) or (heart_scale and cpu and (newton or gd or lbfgs))"], env=_env())
     counts = _summary(out)
     assert counts.get("failed", 0) == 0 and counts.get("error", 0) == 0 and counts.get("errors", 0) == 0, out
     # every method's step at n = 100, the gradient, the HVP, the block cases and three convergence runs
@@ -156,13 +156,13 @@ def test_pytest_benchmark_bodies_run_once_untimed(tmp_path):
 def test_pytest_benchmark_autosave_and_compare(tmp_path):
     storage = f"file://{tmp_path / 'benchmarks'}"
     args = [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--benchmark-only",
-            f"--benchmark-storage={storage}", "-k", "test_gradient and n100 and cpu"]
+            f"--benchmark-storage={storage}", "-k", "test_gradient and n1e2 and cpu"]
     _run(args + ["--benchmark-autosave"], env=_env())
     saved = list((tmp_path / "benchmarks").rglob("*.json"))
     assert len(saved) == 1, saved
     data = json.loads(saved[0].read_text())
     assert data["benchmarks"][0]["extra_info"]["rel_error"] < 1e-6
-    out = _run(args + ["--benchmark-compare", "--benchmark-compare-fail=mean:1000%"], env=_env())
+    out = _run(args + ["--benchmark-compare"], env=_env())
     assert "Comparing against benchmarks from" in out, out
 
 

@@ -242,3 +242,22 @@ def test_fisher_regularized_step_recomputes_sigma_each_step():
     sigma0 = float(prob.fisher_sigma(prob.x0()))
     sigma_end = float(prob.fisher_sigma(tr.x))
     assert sigma_end < sigma0
+
+
+def test_theory_bound_for_run_on_1d_and_logistic():
+    prob = pc.problems.one_d()
+    m = pc.make_method("uniform_direction", step="regularized", delta=0.0)
+    x0 = prob.x0()
+    f0, g0 = float(prob.loss(x0)), float(prob.grad(x0).norm())
+    K = theory.bound_for_run(prob, m, x0, 1e-4, f0, g0)
+    tr = pc.minimize(prob, m, eps=1e-4, max_iters=10 ** 5)
+    assert tr.stop_reason == "converged" and tr.iterations <= K     # the guarantee holds on this run
+    # f* from Newton for a small logistic regression; lambda_max from power iteration
+    lp = _logistic(n_samples=100, n_features=5)
+    fs = theory.f_star_estimate(lp)
+    newton = pc.minimize(lp, "newton", eps=1e-10, max_iters=50)
+    assert fs == pytest.approx(newton.losses[-1], rel=1e-14)
+    x0 = lp.x0()
+    assert theory.bound_for_run(lp, pc.make_method("uniform_direction", step="regularized"), x0, 1e-4,
+                                float(lp.loss(x0)), float(lp.grad(x0).norm())) > 0
+    assert theory.bound_for_run(lp, pc.make_method("fisher_sampled", step="regularized"), x0, 1e-4, 1.0, 1.0) is None

@@ -128,7 +128,7 @@ def cmd_report(args) -> int:
 
     try:
         out = report.build_report(store.path, args.out)
-    except getattr(report, "ReportError", StoreError) as exc:
+    except report.ReportError as exc:
         raise UserError(str(exc)) from None
     print(f"report written to {out or args.out}")
     return EXIT_OK
