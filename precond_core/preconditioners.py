@@ -307,12 +307,14 @@ class UniformDirection(Preconditioner):
 
     def update(self, s, x, g, oracle):
         n = x.shape[0]
-        u = torch.randn(n, generator=s.generator, dtype=x.dtype, device=x.device)
+        # Gaussian drawn in float32 (6x cheaper than float64 on CPU), normalized in the problem's dtype:
+        # u is uniform on the unit sphere up to float32 rounding of the direction.
+        u = torch.randn(n, generator=s.generator, dtype=torch.float32, device=x.device).to(x.dtype)
         u = u / torch.linalg.vector_norm(u)
         v = oracle.hvp(x, u)
         if self.form == "raw":
             return ops.RankOne(n * v, u), s
-        U = torch.stack([u, v], dim=1)
+        U = torch.stack([u, v]).T     # (n, 2) column-major: U^T v and U y read contiguous columns
         C = torch.tensor([[0.0, n / 2], [n / 2, 0.0]], dtype=x.dtype, device=x.device)
         return ops.LowRank(U, C, base=self.delta if self.form == "regularized" else 0.0), s
 
@@ -344,20 +346,48 @@ class HessianBMA(Preconditioner):
 @dataclass
 class _BMAState:
     sizes: tuple
-    U: torch.Tensor          # (k, k) accumulated outer products of block sums
-    Q: torch.Tensor          # (k,) accumulated block sums of squares
+    U: torch.Tensor          # (k, k) accumulated outer products of block sums, E^T H_t E
+    Q: torch.Tensor          # (k,) accumulated block sums of squares, E^T diag(H_t)
     z2: torch.Tensor | None  # (n,) diag(H_t) for the scaled variant
+    F: ops.BlockMean | None = None  # the block-mean factor, refreshed every ``update_every`` steps
     t: int = 0
 
 
 class AdaGradBMA(Preconditioner):
+    """AdaGrad with the block-mean approximation of H_t = sum_t g_t g_t^T (seed 002), in two variants.
+
+    ``exact``: D = the Frobenius-optimal block mean of H_t, from U = E^T H_t E and Q = E^T diag(H_t)
+    (``operators.block_mean_from_stats``); O(n + k^2) per step, no n x n matrix. Singleton blocks (k = n)
+    give H_t itself, i.e. full-matrix AdaGrad.
+
+    ``scaled``: H_t ~= Z F Z with Z = diag(diag(H_t) + delta)^{1/2} and F the exact block mean normalized by
+    ratios of sums, F = M^{-1/2} BMA(H_t) M^{-1/2} with M the block means of diag(H_t) + delta. Z F Z equals
+    BMA(H_t) when diag(H_t) is constant on each block, and H_t itself for singleton blocks. The step applies
+    Z^{-1/2} F^{-1/2} Z^{-1/2} g (``operators.Scaled``), which is (Z F Z)^{-1/2} g only when Z and F
+    commute: exact for F = I (diagonal AdaGrad), a heuristic otherwise, as in the talk's public code.
+    ``delta`` (1e-10) keeps Z invertible on coordinates whose gradient has been zero. ``damping`` adds
+    damping * I to F before its power: F has a unit mean diagonal on every block, so the damping is
+    unit-free; without it the rank-deficient early F (rank t after t steps) amplifies components of
+    Z^{-1/2} g outside its range by up to eps^{-1/2} and the method stalls (measured: no progress on
+    mushrooms at damping 0, 353-378 iterations to 1e-4 at 0.1 for k in {1, 4, 13}). With damping = 0,
+    F = I is exactly diagonal AdaGrad.
+
+    ``update_every``: the statistics are accumulated every step; the factor F (whose powers cost one
+    k x k eigendecomposition) is rebuilt every ``update_every`` steps (as distributed Shampoo does).
+    """
     name = "adagrad_bma"
     VARIANTS = ("exact", "scaled")
 
-    def __init__(self, k: int | None = None, blocks=None, variant: str = "exact"):
+    def __init__(self, k: int | None = None, blocks=None, variant: str = "exact", update_every: int = 1,
+                 damping: float = 0.1, delta: float = 1e-10):
+        if not isinstance(damping, (int, float)) or isinstance(damping, bool) or not damping >= 0:
+            raise ValueError(f"damping must be a number >= 0, got {damping!r}")
         if variant not in self.VARIANTS:
             raise ValueError(f"variant must be one of {self.VARIANTS}, got {variant!r}")
-        self.k, self.blocks, self.variant = k, blocks, variant
+        if not isinstance(update_every, int) or isinstance(update_every, bool) or update_every < 1:
+            raise ValueError(f"update_every must be a positive integer, got {update_every!r}")
+        self.k, self.blocks, self.variant, self.update_every = k, blocks, variant, update_every
+        self.damping, self.delta = float(damping), delta
 
     def init(self, problem, x, generator):
         sizes = resolve_blocks(problem.n, self.k, self.blocks, problem.blocks)
@@ -367,20 +397,22 @@ class AdaGradBMA(Preconditioner):
                          torch.zeros(k, dtype=x.dtype, device=x.device), z2)
 
     def update(self, s, x, g, oracle):
+        e = ops.block_sums(g, s.sizes)
+        s.U.add_(torch.outer(e, e))
+        s.Q.add_(ops.block_sums(g * g, s.sizes))
+        if s.z2 is not None:
+            s.z2.addcmul_(g, g)
+        if s.t % self.update_every == 0 or s.F is None:
+            F = ops.block_mean_from_stats(s.U, s.Q, s.sizes)
+            if self.variant == "scaled":
+                sz = torch.tensor(s.sizes, dtype=x.dtype, device=x.device)
+                r = (s.Q / sz + self.delta).rsqrt()
+                F = ops.BlockMean(F.lam * r * r, F.B * torch.outer(r, r), s.sizes)
+            s.F = F
         s.t += 1
         if self.variant == "exact":
-            e = ops.block_sums(g, s.sizes)
-            s.U.add_(torch.outer(e, e))
-            s.Q.add_(ops.block_sums(g * g, s.sizes))
-            return ops.block_mean_from_stats(s.U, s.Q, s.sizes), s
-        s.z2.addcmul_(g, g)
-        z = s.z2.sqrt()
-        h = torch.where(z > 0, g / z, torch.zeros_like(g))
-        e = ops.block_sums(h, s.sizes)
-        s.U.add_(torch.outer(e, e))
-        s.Q.add_(ops.block_sums(h * h, s.sizes))
-        F = ops.block_mean_from_stats(s.U / s.t, s.Q / s.t, s.sizes)
-        return ops.Scaled(F, z), s
+            return s.F, s
+        return ops.Scaled(_with_lam(s.F, self.damping), (s.z2 + self.delta).sqrt()), s
 
 
 class BlockDiagHessian(Preconditioner):

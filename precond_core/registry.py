@@ -101,8 +101,9 @@ _register(MethodInfo("newton_bma", "optimal block-mean approximation of the exac
                      {"k": None, "blocks": None}, "adaptive", CURV_STEPS, blocks=True, dense=True, max_n=4096,
                      needs=("grad", "hessian")), lambda k, blocks: P.HessianBMA(k, blocks))
 _register(MethodInfo("adagrad_bma", "AdaGrad with the block-mean approximation of sum g g^T (exact or Z F Z)",
-                     {"k": None, "blocks": None, "variant": "exact"}, "power", ("power",), blocks=True),
-          lambda k, blocks, variant: P.AdaGradBMA(k, blocks, variant))
+                     {"k": None, "blocks": None, "variant": "exact", "update_every": 1, "damping": 0.1}, "power",
+                     ("power",), blocks=True),
+          lambda k, blocks, variant, update_every, damping: P.AdaGradBMA(k, blocks, variant, update_every, damping))
 _register(MethodInfo("block_diag_hessian", "block-diagonal part of the Hessian", {"k": None, "blocks": None},
                      "adaptive", CURV_STEPS, blocks=True, max_n=20000, needs=("grad", "hessian_blocks")),
           lambda k, blocks: P.BlockDiagHessian(k, blocks))

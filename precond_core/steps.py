@@ -23,6 +23,13 @@ import torch
 from .problems.base import norm
 
 
+def roundoff(f: float, dtype: torch.dtype) -> float:
+    """Tolerance below which two loss values near ``f`` are indistinguishable: 10 eps |f|. Decrease
+    tests use it so that at the optimum (where f(x) - f(x+) is rounding noise) a step rule neither
+    rejects every trial nor shrinks its step to zero."""
+    return 10.0 * torch.finfo(dtype).eps * max(abs(f), torch.finfo(dtype).tiny)
+
+
 def _check_positive(name: str, value, allow_none: bool = False, allow_zero: bool = False):
     if value is None and allow_none:
         return
@@ -88,10 +95,11 @@ class Armijo(StepRule):
             d, slope = g, torch.dot(g, g)
         t = min(self.lr, t_prev / self.beta)
         fv, slope_v = float(f), float(slope)
+        tol = roundoff(fv, x.dtype)
         for _ in range(self.max_backtracks):
             x_new = x - t * d
             f_new = oracle.loss(x_new)
-            if float(f_new) <= fv - self.c * t * slope_v:
+            if float(f_new) <= fv - self.c * t * slope_v + tol:
                 return x_new, f_new, None, t
             t *= self.beta
         return x_new, f_new, None, t
@@ -144,9 +152,10 @@ class Adaptive(StepRule):
 
     On acceptance gamma is multiplied by ``grow`` (2 in METHODS.md), on rejection by ``shrink`` (1/2)
     and the step is retried (at most ``max_tries`` times; the last trial is taken). A trial first
-    evaluates f(x+) alone: when f does not decrease the test fails whatever g(x+) is, so the gradient is
-    skipped (problems that cache their forward pass then pay one pass instead of two). An accepted
-    trial's loss and gradient are reused by the solver.
+    evaluates f(x+) alone: when f increases the test fails whatever g(x+) is, so the gradient is
+    skipped (problems that cache their forward pass then pay one pass instead of two). When
+    |f(x) - f(x+)| is within rounding (``roundoff``), the decrease carries no information and the trial
+    is accepted if ||g(x+)|| <= ||g(x)||. An accepted trial's loss and gradient are reused by the solver.
     """
     name = "adaptive"
 
@@ -164,14 +173,16 @@ class Adaptive(StepRule):
     def step(self, gamma, x, f, g, op, oracle):
         gn = norm(g)
         fv = float(f)
+        tol = roundoff(fv, x.dtype)
         for _ in range(self.max_tries):
             alpha = gn / gamma
             x_new = x - oracle.solve(op, g, alpha)
-            if not float(oracle.loss(x_new)) < fv:       # no decrease (or NaN): reject without the gradient
+            if not float(oracle.loss(x_new)) <= fv + tol:   # increase (or NaN): reject without the gradient
                 gamma *= self.shrink
                 continue
             f_new, g_new = oracle.loss_grad(x_new)
-            if fv - float(f_new) >= float(torch.dot(g_new, g_new) / (8 * alpha)):
+            decrease, gn2_new = fv - float(f_new), float(torch.dot(g_new, g_new))
+            if decrease >= gn2_new / (8 * float(alpha)) or (abs(decrease) <= tol and gn2_new <= float(gn) ** 2):
                 return x_new, f_new, g_new, gamma * self.grow
             gamma *= self.shrink
         f_new, g_new = oracle.loss_grad(x_new)

@@ -261,3 +261,11 @@ def test_theory_bound_for_run_on_1d_and_logistic():
     assert theory.bound_for_run(lp, pc.make_method("uniform_direction", step="regularized"), x0, 1e-4,
                                 float(lp.loss(x0)), float(lp.grad(x0).norm())) > 0
     assert theory.bound_for_run(lp, pc.make_method("fisher_sampled", step="regularized"), x0, 1e-4, 1.0, 1.0) is None
+
+
+def test_adagrad_bma_scaled_converges_on_logistic_regression():
+    A, b = pc.synthetic.logistic_data(n_samples=200, n_features=12, seed=0)
+    prob = pc.problems.logistic_regression(A, b, lam=1e-3)
+    for k in (1, 3, 12):
+        tr = pc.minimize(prob, pc.make_method("adagrad_bma", k=k, variant="scaled", lr=1.0), eps=1e-4, max_iters=2000)
+        assert tr.stop_reason == "converged", (k, tr.grad_norms[-1])

@@ -40,7 +40,7 @@ def test_uniform_direction_forms_match_dense(device):
     for form, delta in (("raw", 0.0), ("symmetrized", 0.0), ("regularized", 0.25)):
         op, state, oracle = _update(P.UniformDirection(form, delta), prob, x, seed=7)
         gen = torch.Generator(device=device).manual_seed(7)              # replay the draw
-        u = torch.randn(n, generator=gen, dtype=F64, device=device)
+        u = torch.randn(n, generator=gen, dtype=torch.float32, device=device).to(F64)
         u = u / u.norm()
         D = n * torch.outer(H @ u, u)
         if form != "raw":
@@ -206,3 +206,37 @@ def test_state_bytes_is_O_n_for_matrix_free_methods():
         s.step()
         s.step()
         assert 0 < s.state_bytes <= 8 * 8 * n, (name, s.state_bytes)
+
+
+def test_adagrad_bma_scaled_singleton_blocks_reproduce_H_t():
+    """Z F Z with singleton blocks is H_t = sum g g^T itself (the normalization is exact there)."""
+    g = torch.Generator().manual_seed(3)
+    prob = pc.problems.quadratic(n=7, cond=5.0, seed=1)
+    grads = [torch.randn(7, generator=g, dtype=F64) for _ in range(4)]
+    Hsum = sum(torch.outer(v, v) for v in grads)
+    op, _, _ = _update(P.AdaGradBMA(k=7, variant="scaled", damping=0.0), prob, prob.x0(), steps=4, grads=grads)
+    assert torch.allclose(op.to_dense(), Hsum, rtol=1e-9, atol=1e-12)
+
+
+def test_adagrad_bma_scaled_equals_exact_when_diagonal_is_block_constant():
+    """With diag(H_t) constant on each block, Z F Z is exactly the block mean of H_t."""
+    g = torch.Generator().manual_seed(4)
+    prob = pc.problems.quadratic(n=6, cond=5.0, seed=1)
+    signs = [torch.randint(0, 2, (6,), generator=g).to(F64) * 2 - 1 for _ in range(5)]
+    grads = [sg * torch.tensor([1.0, 1.0, 1.0, 2.0, 2.0, 2.0], dtype=F64) * (i + 1) for i, sg in enumerate(signs)]
+    sizes = (3, 3)
+    exact, _, _ = _update(P.AdaGradBMA(blocks=sizes), prob, prob.x0(), steps=5, grads=grads)
+    scaled, _, _ = _update(P.AdaGradBMA(blocks=sizes, variant="scaled", damping=0.0, delta=0.0), prob, prob.x0(),
+                           steps=5, grads=grads)
+    assert torch.allclose(scaled.to_dense(), exact.to_dense(), rtol=1e-10, atol=1e-12)
+
+
+def test_adagrad_bma_update_every_refreshes_the_factor_on_schedule():
+    g = torch.Generator().manual_seed(5)
+    prob = pc.problems.quadratic(n=8, cond=5.0, seed=1)
+    grads = [torch.randn(8, generator=g, dtype=F64) for _ in range(5)]
+    op_lazy, state, _ = _update(P.AdaGradBMA(k=4, update_every=3), prob, prob.x0(), steps=5, grads=grads)
+    op_at_4, _, _ = _update(P.AdaGradBMA(k=4), prob, prob.x0(), steps=4, grads=grads)
+    assert torch.allclose(op_lazy.to_dense(), op_at_4.to_dense())       # built at step 4, reused at step 5
+    assert torch.allclose(state.U, sum(torch.outer(pc.operators.block_sums(v, (2, 2, 2, 2)),
+                                                   pc.operators.block_sums(v, (2, 2, 2, 2))) for v in grads))

@@ -26,8 +26,21 @@ PANEL_W, PANEL_H = 5.4, 3.6
 def palette(labels: Sequence[str]) -> dict[str, tuple]:
     """A fixed colour per label (sorted), so one method has the same colour in every figure."""
     labels = sorted({str(x) for x in labels})
-    colours = sns.color_palette("tab10" if len(labels) <= 10 else "husl", max(len(labels), 1))
+    if len(labels) <= 10:
+        colours = sns.color_palette("tab10", max(len(labels), 1))
+    elif len(labels) <= 20:   # tab20's dark shades first, then the light ones: neighbours stay distinct
+        t20 = sns.color_palette("tab20", 20)
+        colours = [t20[i] for i in range(0, 20, 2)] + [t20[i] for i in range(1, 20, 2)]
+    else:
+        colours = sns.color_palette("husl", len(labels))
     return {lab: colours[i] for i, lab in enumerate(labels)}
+
+
+def line_styles(labels: Sequence[str]) -> dict[str, str]:
+    """A line style per label (sorted): solid for the first ten, then dashed, dotted, dash-dot, so
+    methods that share a colour family remain distinguishable."""
+    labels = sorted({str(x) for x in labels})
+    return {lab: ("-", "--", ":", "-.")[(i // 10) % 4] for i, lab in enumerate(labels)}
 
 
 def to_png_base64(fig: Figure, dpi: int = 90) -> str:
@@ -59,6 +72,7 @@ def convergence(bands: pd.DataFrame, panels: Sequence[tuple[str, float]], colour
     (panel label, eps) in row order.
     """
     fig, axes = _figure(len(panels), 2)
+    styles = line_styles(colours)
     for row, (panel, eps) in enumerate(panels):
         sub = bands[bands["panel"] == panel]
         for xcol, ax in (("iter", axes[row, 0]), ("time_med", axes[row, 1])):
@@ -67,7 +81,7 @@ def convergence(bands: pd.DataFrame, panels: Sequence[tuple[str, float]], colour
                 if xcol == "time_med":  # log time axis: the starting point (time 0) has no place on it
                     g = g[g["time_med"] > 0]
                 c = colours.get(str(label))
-                ax.plot(g[xcol], g["gn_med"], color=c, lw=1.6, label=str(label))
+                ax.plot(g[xcol], g["gn_med"], color=c, lw=1.6, ls=styles.get(str(label), "-"), label=str(label))
                 ax.fill_between(g[xcol], g["gn_lo"], g["gn_hi"], color=c, alpha=0.2, lw=0)
             if eps is not None and np.isfinite(eps) and eps > 0:
                 ax.axhline(eps, color="0.3", ls=":", lw=1)
@@ -168,9 +182,11 @@ def performance_profile(profile: pd.DataFrame, colours: Mapping[str, tuple], n_p
     """
     fig, axes = _figure(1, 1, w=7.5, h=4.2)
     ax = axes[0, 0]
+    styles = line_styles(colours)
     for label, g in profile.groupby("method_label", sort=True):
         g = g.sort_values("tau")
-        ax.step(g["tau"], g["fraction"], where="post", color=colours.get(str(label)), label=str(label), lw=1.6)
+        ax.step(g["tau"], g["fraction"], where="post", color=colours.get(str(label)), label=str(label), lw=1.6,
+                ls=styles.get(str(label), "-"))
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("tau (time to eps / best time to eps)")

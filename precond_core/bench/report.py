@@ -386,10 +386,12 @@ def time_to_eps_matrix(runs: pd.DataFrame) -> pd.DataFrame:
 def performance_profile(runs: pd.DataFrame, taus: np.ndarray | None = None) -> pd.DataFrame:
     """Dolan-More profile rho_m(tau) = fraction of instances with t[p, m] <= tau * min_m t[p, m].
 
-    ``taus`` default: 200 points log-spaced from 1 to 1.1 x the largest finite ratio (at least 10).
+    Instances that no method solved are left out (they would lower every curve alike and hide the
+    comparison; e.g. fixed-iteration cost sweeps run with an unreachable eps). ``taus`` default: 200 points log-spaced from 1 to 1.1 x the largest finite ratio (at least 10).
     Returns columns ``method_label, tau, fraction`` (fraction in [0, 1], non-decreasing in tau).
     """
     t = time_to_eps_matrix(runs).to_numpy(dtype=float)
+    t = t[np.isfinite(t.min(axis=1))]
     best = t.min(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(np.isfinite(best), t / best, np.inf)
@@ -728,12 +730,15 @@ def section_profile(runs: pd.DataFrame, colours) -> Section:
         sec.intro = "A performance profile needs two or more methods: " + HOW_TO["profile"] + "."
         return sec
     prof = performance_profile(runs)
+    n_solved = int(np.isfinite(ttm.to_numpy(dtype=float).min(axis=1)).sum())
+    unsolved = ttm.shape[0] - n_solved
     sec.blocks.insert(
         0,
         _fig(
-            f"Fraction of the {ttm.shape[0]} problem instances that each method solves "
-            "within a factor tau of the fastest",
-            F.performance_profile(prof, colours, ttm.shape[0]),
+            f"Fraction of the {n_solved} problem instances solved by at least one method that each method solves "
+            "within a factor tau of the fastest"
+            + (f" ({unsolved} instance(s) that no method solved are left out)" if unsolved else ""),
+            F.performance_profile(prof, colours, n_solved),
         ),
     )
     at = prof.groupby("method_label")["fraction"].agg(**{"rho(1)": "first", "rho(max tau)": "last"}).reset_index()
