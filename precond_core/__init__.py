@@ -4,7 +4,7 @@ Public entry points::
 
     import precond_core as pc
     prob = pc.problems.logistic_regression(A, b, lam=1e-3)
-    trace = pc.minimize(prob, pc.make_method("uniform_direction", delta=0.1), eps=1e-6, seed=0)
+    trace = pc.minimize(prob, pc.make_method("uniform_direction", delta=0.01), eps=1e-6, seed=0)
     pc.list_methods()
 
 Importing this package needs torch and numpy only; ``precond_core.datasets`` (LIBSVM loading) and

@@ -8,7 +8,7 @@ import precond_core as pc
 
 METHODS = [("gd", {"step": "armijo"}), ("newton", {}), ("lbfgs", {}), ("adagrad", {"lr": 0.5}),
            ("adagrad_bma", {"k": 10, "lr": 0.5}), ("hutchinson", {}), ("fisher_sampled", {"b": 1}),
-           ("uniform_direction", {"form": "regularized", "delta": 0.1})]
+           ("uniform_direction", {"form": "regularized", "delta": 0.01})]
 
 
 def main(eps: float = 1e-6, max_iters: int = 300) -> list:

@@ -293,7 +293,7 @@ class UniformDirection(Preconditioner):
     name = "uniform_direction"
     FORMS = ("raw", "symmetrized", "regularized")
 
-    def __init__(self, form: str = "regularized", delta: float = 0.1, lambda_max: float | None = None):
+    def __init__(self, form: str = "regularized", delta: float = 0.01, lambda_max: float | None = None):
         if form not in self.FORMS:
             raise ValueError(f"form must be one of {self.FORMS}, got {form!r}")
         if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not math.isfinite(delta) or delta < 0:

@@ -94,7 +94,7 @@ _register(MethodInfo("fisher_model", "sampled Fisher of rank b with labels drawn
                      {"b": 1}, "adaptive", CURV_STEPS, needs=("grad", "model_sample_grads")),
           lambda b: P.FisherSampled(b, model=True))
 _register(MethodInfo("uniform_direction", "n H u u^T, u uniform on the sphere: raw, symmetrized, regularized (+delta I)",
-                     {"form": "regularized", "delta": 0.1, "lambda_max": None}, "adaptive", CURV_STEPS,
+                     {"form": "regularized", "delta": 0.01, "lambda_max": None}, "adaptive", CURV_STEPS,
                      needs=("grad", "hvp")),
           lambda form, delta, lambda_max: P.UniformDirection(form, delta, lambda_max))
 _register(MethodInfo("newton_bma", "optimal block-mean approximation of the exact Hessian (study)",
