@@ -17,12 +17,12 @@ class _TrackToEps:
     param_names = ["dataset", "method", "eps", "device", "seed"]
 
     def track_iters_to_eps(self, *args):
-        return cases.or_nan(self.run.iters[args[-3]])
+        return cases.or_nan(self.run["iters_to_eps"][cases.eps_key(args[-3])])
 
     track_iters_to_eps.unit = "iterations"
 
     def track_time_to_eps(self, *args):
-        return cases.or_nan(self.run.seconds[args[-3]])
+        return cases.or_nan(self.run["time_to_eps"][cases.eps_key(args[-3])])
 
     track_time_to_eps.unit = "seconds"
 

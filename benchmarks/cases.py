@@ -29,7 +29,6 @@ import itertools
 import math
 import os
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -218,32 +217,31 @@ def make_solver(method: str, n: int, device: str = "cpu", k: int | None = None, 
     return solver
 
 
+def synchronized(fn, device: str):
+    """``fn`` followed by a device synchronize on a GPU, so a timer sees finished work (``fn`` on a CPU)."""
+    if torch.device(device).type != "cuda":
+        return fn
+
+    def call():
+        fn()
+        timing.synchronize(device)
+    return call
+
+
 def step_fn(solver, device: str):
-    """The timed body of a step: one ``solver.step()``, synchronized on a GPU so finished work is timed."""
-    if torch.device(device).type == "cuda":
-        def step():
-            solver.step()
-            timing.synchronize(device)
-        return step
-    return solver.step
+    """The timed body of a step: one ``solver.step()``, synchronized."""
+    return synchronized(solver.step, device)
 
 
 def oracle_fns(n: int, device: str = "cpu", seed: int = SEED):
-    """Timed bodies ``(gradient, hvp)`` on the scalable problem: ``grad(x)`` and ``hvp(x, v)``, synchronized."""
+    """Timed bodies ``(gradient, hvp)`` on the scalable problem: ``grad(x)`` and ``hvp(x, v)``, synchronized.
+
+    Both are called once here, so first-call work (thread pools, allocator) is not timed.
+    """
     problem, x, v = oracle_point(n, device, seed)
-    sync = torch.device(device).type == "cuda"
-
-    def gradient():
-        problem.grad(x)
-        if sync:
-            timing.synchronize(device)
-
-    def hvp():
-        problem.hvp(x, v)
-        if sync:
-            timing.synchronize(device)
-
-    gradient(), hvp()  # first calls (thread pools, allocator) stay out of the timed region
+    gradient = synchronized(functools.partial(problem.grad, x), device)
+    hvp = synchronized(functools.partial(problem.hvp, x, v), device)
+    gradient(), hvp()
     return gradient, hvp
 
 
@@ -291,17 +289,6 @@ def check_step(solver) -> None:
 
 
 # -- convergence ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ConvergenceResult:
-    """Iterations and seconds to each eps of ``EPS_GRID`` (``None`` when not reached) of one run."""
-    iters: dict
-    seconds: dict
-    stop_reason: str
-    iterations: int
-    state_bytes: int
-    final_grad_norm: float
-
-
 def convergence_case(dataset: str, method: str, device: str = "cpu"):
     """(problem, method) of a convergence point; :class:`Skip` when it cannot run here."""
     problem = dataset_problem(dataset, device)
@@ -325,29 +312,30 @@ def check_trace(problem, trace) -> None:
                              f"but ||grad(x)||={gn!r}")
 
 
+def eps_key(eps: float) -> str:
+    return f"{eps:g}"
+
+
 def trace_info(trace) -> dict:
-    """Plain-data figures of a run (pytest-benchmark's extra_info): iterations and seconds to each eps."""
-    return {"iters_to_eps": {f"{eps:g}": trace.iters_to(eps) for eps in EPS_GRID},
-            "time_to_eps": {f"{eps:g}": trace.time_to(eps) for eps in EPS_GRID},
+    """Plain data of a run (pytest-benchmark's extra_info, asv's setup_cache): iterations and seconds to
+    each eps of EPS_GRID (``None`` when not reached, keyed by :func:`eps_key`), and how the run ended."""
+    return {"iters_to_eps": {eps_key(eps): trace.iters_to(eps) for eps in EPS_GRID},
+            "time_to_eps": {eps_key(eps): trace.time_to(eps) for eps in EPS_GRID},
             "stop_reason": trace.stop_reason, "iterations": trace.iterations,
             "state_bytes": int(trace.state_bytes), "final_grad_norm": float(trace.grad_norms[-1])}
 
 
 @functools.lru_cache(maxsize=None)
-def convergence_run(dataset: str, method: str, device: str = "cpu", seed: int = SEED) -> ConvergenceResult:
-    """One checked run of a convergence point, summarized; cached so that every eps reads one run."""
+def convergence_run(dataset: str, method: str, device: str = "cpu", seed: int = SEED) -> dict:
+    """:func:`trace_info` of one checked run of a convergence point; cached so every eps reads one run."""
     problem, m = convergence_case(dataset, method, device)
     trace = run_minimize(problem, m, seed)
     check_trace(problem, trace)
-    return ConvergenceResult(
-        iters={eps: trace.iters_to(eps) for eps in EPS_GRID},
-        seconds={eps: trace.time_to(eps) for eps in EPS_GRID},
-        stop_reason=trace.stop_reason, iterations=trace.iterations,
-        state_bytes=int(trace.state_bytes), final_grad_norm=float(trace.grad_norms[-1]))
+    return trace_info(trace)
 
 
 def convergence_table(datasets, devices=DEVICES, seeds=SEEDS) -> dict:
-    """{(dataset, method, device, seed): ConvergenceResult, or the reason it was skipped (a str)}."""
+    """{(dataset, method, device, seed): :func:`convergence_run`, or the reason it was skipped (a str)}."""
     out = {}
     for key in itertools.product(datasets, methods(), devices, seeds):
         try:
