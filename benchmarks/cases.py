@@ -161,6 +161,18 @@ def scalable_problem(n: int, device: str = "cpu", seed: int = SEED):
     return pc.problems.scalable(n, seed=seed, lam=LAM, dtype=DTYPE, device=require_device(device))
 
 
+@functools.lru_cache(maxsize=2)
+def square_problem(n: int, device: str = "cpu", seed: int = SEED):
+    """Sparse logistic regression with n samples and n features at 1 % density (n / 100 nonzeros per
+    row): at n = 10^4 the 10^4 x 10^4 problem on which the library's step-cost targets are stated."""
+    A, b = pc.synthetic.sparse_logistic_data(n, n_samples=n, nnz_per_row=max(1, n // 100), seed=seed,
+                                             dtype=DTYPE, device=require_device(device))
+    return pc.problems.logistic_regression(A, b, lam=LAM)
+
+
+PROBLEM_FAMILIES = {"scalable": scalable_problem, "square": square_problem}
+
+
 @functools.lru_cache(maxsize=None)
 def dataset_problem(name: str, device: str = "cpu"):
     """Logistic regression (float64, ``LAM``) on a named data set; :class:`Skip` when it is absent."""
@@ -189,29 +201,39 @@ def random_point(problem, seed: int = SEED, scale: float = 0.1) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=4)
-def oracle_point(n: int, device: str = "cpu", seed: int = SEED):
-    """(problem, x, v): the scalable problem, a seeded point and a seeded direction."""
-    problem = scalable_problem(n, device, seed)
+def oracle_point(n: int, device: str = "cpu", seed: int = SEED, family: str = "scalable"):
+    """(problem, x, v): the problem of the family (default: scalable), a seeded point and direction."""
+    problem = PROBLEM_FAMILIES[family](n, device, seed)
     return problem, random_point(problem, seed), random_point(problem, seed + 1, scale=1.0)
 
 
 # -- solvers -----------------------------------------------------------------------------------------
-def make_method(method: str, k: int | None = None):
-    return pc.make_method(method) if k is None else pc.make_method(method, k=k)
+def make_method(method: str, k: int | None = None, step: str | None = None):
+    """The registry method, with ``k`` blocks and the step rule ``step`` where given; ``Skip`` when the
+    method does not take that step rule."""
+    kw = {} if k is None else {"k": k}
+    if step is not None:
+        if step not in pc.method_info(method).steps:
+            raise Skip(f"method {method!r} does not take step={step!r} (allowed: {pc.method_info(method).steps})")
+        kw["step"] = step
+    return pc.make_method(method, **kw)
 
 
 def make_solver(method: str, n: int, device: str = "cpu", k: int | None = None, seed: int = SEED,
-                warm: int = 1):
+                warm: int = 1, family: str = "scalable", step: str | None = None):
     """A ``pc.Solver`` of ``method`` on the scalable problem of size n, after ``warm`` steps.
 
     The warm-up steps run lazy allocations and first-call work outside the timed region.
     """
     require_device(device)
     check_size(method, n, k)
-    problem = scalable_problem(n, device, seed)
-    m = make_method(method, k)
+    problem = PROBLEM_FAMILIES[family](n, device, seed)
+    m = make_method(method, k, step)
     check_compatible(problem, m)
-    solver = pc.Solver(problem, m, seed=seed)
+    try:
+        solver = pc.Solver(problem, m, seed=seed)
+    except ValueError as exc:            # e.g. a regularized step without a known sigma on this problem
+        raise Skip(f"{m.label} cannot run on this problem: {exc}") from None
     for _ in range(warm):
         solver.step()
     return solver
@@ -233,13 +255,19 @@ def step_fn(solver, device: str):
     return synchronized(solver.step, device)
 
 
-def oracle_fns(n: int, device: str = "cpu", seed: int = SEED):
-    """Timed bodies ``(gradient, hvp)`` on the scalable problem: ``grad(x)`` and ``hvp(x, v)``, synchronized.
-
-    Both are called once here, so first-call work (thread pools, allocator) is not timed.
+def oracle_fns(n: int, device: str = "cpu", seed: int = SEED, family: str = "scalable"):
+    """Timed bodies ``(gradient, hvp)``: ``grad(x)`` with the problem's forward cache cleared first, so
+    every call pays a full gradient (a cached forward pass would time half of one), and ``hvp(x, v)``
+    as a method calls it, right after the gradient at x (the cached forward pass is reused). Both are
+    synchronized and called once here, so first-call work (thread pools, allocator) is not timed.
     """
-    problem, x, v = oracle_point(n, device, seed)
-    gradient = synchronized(functools.partial(problem.grad, x), device)
+    problem, x, v = oracle_point(n, device, seed, family)
+
+    def cold_gradient():
+        problem.clear_cache()
+        return problem.grad(x)
+
+    gradient = synchronized(cold_gradient, device)
     hvp = synchronized(functools.partial(problem.hvp, x, v), device)
     gradient(), hvp()
     return gradient, hvp
@@ -379,18 +407,22 @@ def solver_info(solver) -> dict:
 
 
 def step_cost_row(method: str, n: int, device: str = "cpu", k: int | None = None, repeat: int = 7,
-                  grad_seconds: float | None = None) -> dict:
-    """One row of the step-cost table: median seconds per step and per gradient, their ratio, and the
-    oracle calls per step (gradients, HVPs, ...), measured in this process after the reference check."""
-    solver = make_solver(method, n, device, k)
+                  grad_seconds: float | None = None, family: str = "scalable", step: str | None = None) -> dict:
+    """One row of the step-cost table: median seconds per step and per gradient, their ratio, the mean
+    (amortized) step over the same timed steps (a step rule with retries has a bimodal step time, which
+    the median hides), and the oracle calls per step (gradients, HVPs, ...), measured in this process
+    after the reference check."""
+    solver = make_solver(method, n, device, k, family=family, step=step)
     check_step(solver)
     counts0, iter0 = solver.counts, solver.iteration
-    step_s = median_seconds(step_fn(solver, device), device, repeat)
+    samples = timing.time_call(step_fn(solver, device), device=device, repeat=repeat, warmup=1)
+    step_s = statistics.median(samples)
     steps = solver.iteration - iter0
     if grad_seconds is None:
-        grad_seconds = median_seconds(oracle_fns(n, device)[0], device, repeat)
-    return {"method": method, "k": k, "device": device, **solver_info(solver),
+        grad_seconds = median_seconds(oracle_fns(n, device, family=family)[0], device, repeat)
+    return {"method": method, "step": solver.method.params["step"], "problem": family, "k": k, "device": device, **solver_info(solver),
             "step_s": step_s, "grad_s": grad_seconds, "step_per_grad": step_s / grad_seconds,
+            "mean_step_s": statistics.fmean(samples), "mean_step_per_grad": statistics.fmean(samples) / grad_seconds,
             **{f"{key}_per_step": (val - counts0[key]) / steps for key, val in solver.counts.items()}}
 
 

@@ -29,22 +29,28 @@ import precond_core as pc  # noqa: E402
 from benchmarks import cases  # noqa: E402
 
 
-def measure(methods, ns, device: str, repeat: int, log=print) -> list[dict]:
+def measure(methods, ns, device: str, repeat: int, log=print, family: str = "scalable",
+            step: str | None = None) -> list[dict]:
     """Rows of :func:`cases.step_cost_row` for every (method, n) that runs here; one gradient timing per n."""
     rows = []
     for n in ns:
-        grad_s = cases.median_seconds(cases.oracle_fns(n, device)[0], device, repeat)
-        hvp_s = cases.median_seconds(cases.oracle_fns(n, device)[1], device, repeat)
+        grad_fn, hvp_fn = cases.oracle_fns(n, device, family=family)
+        grad_s = cases.median_seconds(grad_fn, device, repeat)
+        hvp_s = cases.median_seconds(hvp_fn, device, repeat)
         log(f"n={n}: gradient {grad_s:.3e} s, hvp {hvp_s:.3e} s ({hvp_s / grad_s:.2f} gradients)")
         for method in methods:
             try:
-                row = cases.step_cost_row(method, n, device, repeat=repeat, grad_seconds=grad_s)
+                row = cases.step_cost_row(method, n, device, repeat=repeat, grad_seconds=grad_s, family=family,
+                                          step=step)
             except cases.Skip as exc:
                 log(f"  {method:20s} skipped: {exc}")
                 continue
             row["hvp_s"] = hvp_s
             rows.append(row)
-            log(f"  {method:20s} {row['step_s']:.3e} s/step = {row['step_per_grad']:8.2f} gradients")
+            log(f"  {method:20s} {row['step_s']:.3e} s/step = {row['step_per_grad']:8.2f} gradients, "
+                f"mean {row['mean_step_per_grad']:.2f} "
+                f"(per step: {row['grads_per_step']:.2f} grads, {row['losses_per_step']:.2f} losses, "
+                f"{row['hvps_per_step']:.2f} hvps, {row['sample_grads_per_step']:.2f} sample grads)")
     return rows
 
 
@@ -62,10 +68,12 @@ def table(rows, fitted: dict) -> str:
     """Markdown table: one line per method, step / gradient at each n, and the fitted slope."""
     ns = sorted({r["n"] for r in rows})
     by = {(r["method"], r["n"]): r for r in rows}
-    head = "| method | " + " | ".join(f"step / grad, n = {n:.0e}" for n in ns) + " | slope (log t vs log n) |"
+    head = ("| method | " + " | ".join(f"step / grad, n = {n:.0e} (median; mean)" for n in ns)
+            + " | slope (log t vs log n) |")
     lines = [head, "|" + "---|" * (len(ns) + 2)]
     for method in sorted({r["method"] for r in rows}):
-        cells = [f"{by[method, n]['step_per_grad']:.2f}" if (method, n) in by else "-" for n in ns]
+        cells = [f"{by[method, n]['step_per_grad']:.2f}; {by[method, n]['mean_step_per_grad']:.2f}"
+                 if (method, n) in by else "-" for n in ns]
         slope = f"{fitted[method]:.2f}" if method in fitted else "-"
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {slope} |")
     return "\n".join(lines)
@@ -78,7 +86,17 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=7, help="timed calls per median (default 7)")
     ap.add_argument("--device", default="cpu", choices=cases.DEVICES)
     ap.add_argument("--out", default=None, help="output stem (default results/step_cost-<time>)")
+    ap.add_argument("--problem", default="scalable", choices=sorted(cases.PROBLEM_FAMILIES),
+                    help="scalable: sparse logistic regression with n features (default); square: n samples x "
+                         "n features at 1%% density (n = 10^4: the library's step-cost targets)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--step", default=None, help="run every method with this step rule where it takes it "
+                    "(e.g. regularized: one evaluation per step, isolating the preconditioner's cost)")
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     ns = [int(n) for n in args.n]
     if any(n < 1 for n in ns):
         ap.error(f"--n must be positive integers, got {args.n}")
@@ -94,7 +112,7 @@ def main(argv=None) -> int:
         ap.error(str(exc))
 
     t0 = time.perf_counter()
-    rows = measure(methods, ns, args.device, args.repeat)
+    rows = measure(methods, ns, args.device, args.repeat, family=args.problem, step=args.step)
     fitted = slopes(rows)
     print()
     print(table(rows, fitted))
@@ -107,7 +125,7 @@ def main(argv=None) -> int:
     meta = {"command": " ".join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:])),
             "device": args.device, "device_name": pc.timing.device_name(args.device),
             "torch": torch.__version__, "precond_core": pc.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "repeat": args.repeat, "seconds": time.perf_counter() - t0}
+            "threads": torch.get_num_threads(), "repeat": args.repeat, "problem": args.problem, "step": args.step, "seconds": time.perf_counter() - t0}
     with open(stem.with_suffix(".json"), "w") as fh:
         json.dump({"meta": meta, "rows": rows, "slopes": fitted}, fh, indent=1)
     print(f"\nwrote {stem.with_suffix('.csv')} and {stem.with_suffix('.json')}")

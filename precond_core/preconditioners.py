@@ -139,6 +139,10 @@ class Preconditioner:
         """Bound on E||D - H|| used by the regularized step, or ``None`` when unknown."""
         return None
 
+    def has_sigma(self, problem) -> bool:
+        """Whether ``sigma`` gives a bound on ``problem`` (checked when a regularized step is built)."""
+        return type(self).sigma is not Preconditioner.sigma
+
 
 # --------------------------------------------------------------------------------------------------
 class IdentityP(Preconditioner):
@@ -262,6 +266,9 @@ class FisherEmpirical(Preconditioner):
         f = getattr(oracle.problem, "fisher_sigma", None)
         return f(x) if f is not None else None
 
+    def has_sigma(self, problem):
+        return hasattr(problem, "fisher_sigma")
+
 
 class FisherSampled(Preconditioner):
     name = "fisher_sampled"
@@ -287,6 +294,9 @@ class FisherSampled(Preconditioner):
     def sigma(self, oracle, x):
         f = getattr(oracle.problem, "fisher_sigma", None)
         return f(x) if f is not None else None
+
+    def has_sigma(self, problem):
+        return hasattr(problem, "fisher_sigma")
 
 
 class UniformDirection(Preconditioner):
@@ -397,9 +407,10 @@ class AdaGradBMA(Preconditioner):
                          torch.zeros(k, dtype=x.dtype, device=x.device), z2)
 
     def update(self, s, x, g, oracle):
-        e = ops.block_sums(g, s.sizes)
+        eq = ops.block_sums(torch.stack([g, g * g], dim=1), s.sizes)     # (k, 2): E^T g, E^T (g*g), one pass
+        e = eq[:, 0]
         s.U.add_(torch.outer(e, e))
-        s.Q.add_(ops.block_sums(g * g, s.sizes))
+        s.Q.add_(eq[:, 1])
         if s.z2 is not None:
             s.z2.addcmul_(g, g)
         if s.t % self.update_every == 0 or s.F is None:

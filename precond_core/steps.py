@@ -129,6 +129,11 @@ class Regularized(StepRule):
         if M is None:
             raise ValueError(f"step='regularized' needs M: problem {problem.name!r} has no known Hessian "
                              "Lipschitz constant; pass M=...")
+        pre = self.preconditioner
+        if self.sigma is None and (pre is None or not pre.has_sigma(problem)):
+            raise ValueError(f"step='regularized' needs sigma: preconditioner "
+                             f"{getattr(pre, 'name', None)!r} has no known bound on problem {problem.name!r}; "
+                             "pass sigma=...")
         return {"M": float(M), "sigma": self.sigma}
 
     def step(self, state, x, f, g, op, oracle):

@@ -231,6 +231,9 @@ class XCache:
         except RuntimeError:
             return None
 
+    def clear(self) -> None:
+        self._ref, self._version, self.data = None, -1, None
+
     def put(self, x: torch.Tensor, data: dict) -> dict:
         if x.requires_grad:
             return data

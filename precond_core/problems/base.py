@@ -132,6 +132,12 @@ class Problem:
         so that layer l's block is vec of its weight in the matching order); see kfac in the registry."""
         raise NotImplementedError(f"{self.name} has no linear-layer structure (needed by kfac)")
 
+    def clear_cache(self) -> None:
+        """Forget forward quantities cached for the last x (so a timed gradient pays its full cost)."""
+        cache = getattr(self, "_cache", None)
+        if cache is not None:
+            cache.clear()
+
     def describe(self) -> dict:
         """Plain-data description for result tables."""
         return {"problem": self.name, "n": self.n, "n_samples": self.n_samples,
