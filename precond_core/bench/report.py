@@ -26,7 +26,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -35,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from . import figures as F
+from .._atomic import atomic_write_text
 
 __all__ = [
     "ReportError",
@@ -1018,21 +1018,6 @@ def _code_markup(text: str):
     return markupsafe.Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def build_report(
     store_dir: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -1053,5 +1038,5 @@ def build_report(
     sections = collect_sections(runs, iters, asv, pb)
     out = Path(out_path)
     html = render_html(sections, title or f"precond_core performance report ({len(runs)} runs)")
-    _write_atomic(out, html)
+    atomic_write_text(out, html)
     return out

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+from .._atomic import atomic_path, atomic_write_bytes
 
 SCHEMA_VERSION = 1
 FORMAT = "precond_core.bench.store"
@@ -110,7 +111,7 @@ class Store:
         self.iters_dir.mkdir(parents=True, exist_ok=True)
         marker = self.path / "store.json"
         if not marker.exists():
-            _atomic_write_bytes(marker, json.dumps({"format": FORMAT, "schema_version": SCHEMA_VERSION},
+            atomic_write_bytes(marker, json.dumps({"format": FORMAT, "schema_version": SCHEMA_VERSION},
                                                    indent=1).encode())
 
     # -- writing ---------------------------------------------------------------------------------
@@ -225,35 +226,12 @@ def _read_part(path: Path, columns: list[str]) -> pd.DataFrame:
     return df
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
-
-
 def _atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
-    if path.exists():
-        raise StoreError(f"refusing to overwrite existing store part {path}")
-    tmp = _tmp_name(path)
     try:
-        df.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        with atomic_path(path, overwrite=False) as tmp:
+            df.to_parquet(tmp, index=False)
+    except FileExistsError:
+        raise StoreError(f"refusing to overwrite existing store part {path}") from None
 
 
 __all__ = ["Store", "StoreError", "load_tables", "latest_runs", "normalize", "RUNS_COLUMNS", "ITERS_COLUMNS",
