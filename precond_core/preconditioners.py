@@ -248,9 +248,21 @@ class ExactHessian(Preconditioner):
         return 0.0
 
 
-class FisherEmpirical(Preconditioner):
-    name = "fisher_empirical"
+class _FisherSigma(Preconditioner):
+    """The talk's Fisher bounds: sigma(x) from ``problem.fisher_sigma`` (L sum_s |phi - b_s| for least
+    squares, 2 f(x) for softmax), recomputed at every step."""
     sigma_per_step = True
+
+    def sigma(self, oracle, x):
+        f = getattr(oracle.problem, "fisher_sigma", None)
+        return f(x) if f is not None else None
+
+    def has_sigma(self, problem):
+        return hasattr(problem, "fisher_sigma")
+
+
+class FisherEmpirical(_FisherSigma):
+    name = "fisher_empirical"
 
     def update(self, state, x, g, oracle):
         p = oracle.problem
@@ -262,17 +274,10 @@ class FisherEmpirical(Preconditioner):
             op = ops.Dense(p.fisher_scale * (G.T @ G))
         return _with_lam(op, p.lam), state
 
-    def sigma(self, oracle, x):
-        f = getattr(oracle.problem, "fisher_sigma", None)
-        return f(x) if f is not None else None
-
-    def has_sigma(self, problem):
-        return hasattr(problem, "fisher_sigma")
 
 
-class FisherSampled(Preconditioner):
+class FisherSampled(_FisherSigma):
     name = "fisher_sampled"
-    sigma_per_step = True
 
     def __init__(self, b: int = 1, model: bool = False):
         if not isinstance(b, int) or isinstance(b, bool) or b < 1:
@@ -291,12 +296,6 @@ class FisherSampled(Preconditioner):
         C = (p.fisher_scale * p.n_samples / self.b) * torch.eye(self.b, dtype=x.dtype, device=x.device)
         return _with_lam(ops.LowRank(G.T, C), p.lam), s
 
-    def sigma(self, oracle, x):
-        f = getattr(oracle.problem, "fisher_sigma", None)
-        return f(x) if f is not None else None
-
-    def has_sigma(self, problem):
-        return hasattr(problem, "fisher_sigma")
 
 
 class UniformDirection(Preconditioner):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 D = pytest.importorskip("precond_core.datasets")
-from precond_core.datasets import mushroom, registry as reg_mod  # noqa: E402
+from precond_core.datasets import mushroom  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1] / "datasets"
 UCI = ROOT / "uci-mushroom" / "agaricus-lepiota.data"

@@ -1,7 +1,6 @@
 """Structured operators against dense float64 ground truth (torch.linalg on ``to_dense()``)."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

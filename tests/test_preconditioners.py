@@ -1,7 +1,6 @@
 """Each preconditioner's operator against a dense float64 construction of the same matrix."""
 import math
 
-import pytest
 import torch
 
 import precond_core as pc

@@ -12,7 +12,7 @@ import precond_core.problems as P
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
 from precond_core.problems.base import partition
-from precond_core.synthetic import logistic_data, nls_data, softmax_data, sparse_logistic_data
+from precond_core.synthetic import logistic_data, nls_data, softmax_data
 
 F64 = torch.float64
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]

@@ -213,22 +213,19 @@ def _grid_cells(problems, methods, defaults: dict, where: str, prefix: str, suit
     for name, tabs in (("problems", problems), ("methods", methods)):
         if not tabs or not isinstance(tabs, list) or not all(isinstance(t, dict) for t in tabs):
             raise GridError(f"{where}: {prefix}needs at least one [[{name}]] table")
-    prob_entries = []  # (problem name, params, run overrides)
-    for i, tab in enumerate(problems):
-        label = f"{prefix}[[problems]] #{i + 1}"
-        for combo in _expand(tab):
-            name, params, over = _split(combo, where, label)
-            if validate:
-                _validate_problem(name, params, where, label)
-            prob_entries.append((name, params, over, label))
-    meth_entries = []
-    for i, tab in enumerate(methods):
-        label = f"{prefix}[[methods]] #{i + 1}"
-        for combo in _expand(tab):
-            name, params, over = _split(combo, where, label)
-            if validate:
-                _validate_method(name, params, where, label)
-            meth_entries.append((name, params, over, label))
+    def entries(kind, tabs, check):  # [(name, params, run overrides, label)] of every expanded table
+        out = []
+        for i, tab in enumerate(tabs):
+            label = f"{prefix}[[{kind}]] #{i + 1}"
+            for combo in _expand(tab):
+                name, params, over = _split(combo, where, label)
+                if validate:
+                    check(name, params, where, label)
+                out.append((name, params, over, label))
+        return out
+
+    prob_entries = entries("problems", problems, _validate_problem)
+    meth_entries = entries("methods", methods, _validate_method)
     for pname, pparams, pover, plabel in prob_entries:
         for mname, mparams, mover, mlabel in meth_entries:
             run = {**defaults, **pover, **mover}

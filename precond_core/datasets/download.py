@@ -17,13 +17,12 @@ from __future__ import annotations
 import bz2
 import hashlib
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from .errors import ChecksumError, DatasetError, DatasetUnavailable
-from .registry import Entry, _unlink, atomic_write_bytes, data_dir, registry, sha256_file, sha_env_var
+from .registry import Entry, _unlink, atomic_write_bytes, data_dir, registry, sha_env_var
 
 CHUNK = 1 << 20
 

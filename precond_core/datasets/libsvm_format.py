@@ -16,7 +16,6 @@ the text plus libsvm's arrays (about 24 bytes per nonzero); cached: 16 bytes per
 from __future__ import annotations
 
 import io
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path

@@ -24,8 +24,6 @@ constant), ``M`` (Hessian Lipschitz constant), ``f_star`` (optimal value).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -81,6 +79,10 @@ class Problem:
     M: float | None = None
     f_star: float | None = None
     blocks: tuple[int, ...] | None = None  # natural partition (e.g. one block per layer), if any
+
+    def _check(self, x: torch.Tensor, name: str = "x") -> None:
+        """``check_vector`` against this problem's n, dtype and device."""
+        check_vector(x, self.n, self.dtype, self.device, name)
 
     # -- required -----------------------------------------------------------------------------
     def loss(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .base import Problem, check_partition, check_vector
+from .base import Problem, check_partition
 from ._common import Design, XCache, check_idx, check_lam, resolve_dtype_device, uniform
 
 _C3 = 1.0 / (6.0 * math.sqrt(3.0))  # sup_t |d^3/dt^3 log(1 + e^t)|
@@ -107,9 +107,6 @@ class LogisticRegression(Problem):
         if "w" not in c:
             c["w"] = c["s"] * (1.0 - c["s"])
         return c["w"]
-
-    def _check(self, x, name="x"):
-        check_vector(x, self.n, self.dtype, self.device, name)
 
     # -- oracles ------------------------------------------------------------------------------
     def loss(self, x: torch.Tensor) -> torch.Tensor:

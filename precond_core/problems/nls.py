@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from .base import Problem, check_vector
+from .base import Problem
 from ._common import Design, XCache, check_idx, check_lam, normal, resolve_dtype_device
 
 
@@ -115,9 +115,6 @@ class NonlinearLeastSquares(Problem):
         d = super().describe()
         d.update(lam=self.lam, phi=self.phi_name)
         return d
-
-    def _check(self, x, name="x"):
-        check_vector(x, self.n, self.dtype, self.device, name)
 
     def _forward(self, x):
         c = self._cache.get(x)

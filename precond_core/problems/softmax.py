@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Problem, check_vector
+from .base import Problem
 from ._common import Design, XCache, check_idx, check_lam, resolve_dtype_device, uniform
 
 
@@ -70,9 +70,6 @@ class SoftmaxRegression(Problem):
         d = super().describe()
         d.update(lam=self.lam, n_classes=self.C, n_features=self.d)
         return d
-
-    def _check(self, x, name="x"):
-        check_vector(x, self.n, self.dtype, self.device, name)
 
     def _forward(self, x):
         c = self._cache.get(x)
