@@ -184,6 +184,20 @@ def test_compare_commits_in_one_store(filled, tmp_path, capsys):
     assert code == 2 and "empty" in err
 
 
+def test_compare_resolves_git_revisions(filled, tmp_path, capsys):
+    """``compare HEAD <other>`` finds HEAD's full hash with git (the store records full hashes)."""
+    import shutil
+
+    base = Store(filled / "store").read_runs()["git_commit"].iloc[0]
+    if cli._git_rev("HEAD") != base:
+        pytest.skip("the fixture store was not recorded at this checkout's HEAD (not a git checkout?)")
+    shutil.copytree(filled / "store", tmp_path / "s")
+    _copy_with(filled / "store", tmp_path / "s", git_commit=lambda r: "beef" + "0" * 36)
+    code, out, err = run_cli(capsys, "compare", "HEAD", "beef", "--store", tmp_path / "s")
+    assert code == 0 and "4 matching cells" in out, err
+    assert cli._git_rev("no-such-revision-anywhere") is None
+
+
 def test_module_and_console_entry_points(filled, tmp_path):
     r = subprocess.run([sys.executable, "-m", "precond_core.bench", "list", "suites"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)

@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", choices=("methods", "problems", "datasets", "suites"))
 
     c = sub.add_parser("compare", help="ratios B/A per matching cell between two commits or two stores")
-    c.add_argument("a", metavar="A", help="git commit (prefix) in --store, or a store directory")
-    c.add_argument("b", metavar="B", help="git commit (prefix) in --store, or a store directory")
+    c.add_argument("a", metavar="A", help="git commit (hash prefix or revision such as HEAD~1) in --store, "
+                                          "or a store directory")
+    c.add_argument("b", metavar="B", help="git commit (hash prefix or revision) in --store, or a store directory")
     c.add_argument("--store", type=Path, default=None)
     c.add_argument("--threshold", type=float, default=1.1, help="flag ratios above this (default 1.1)")
     c.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a regression is flagged")
@@ -194,6 +195,18 @@ def _describe(info) -> str:
 
 
 # -- compare --------------------------------------------------------------------------------------------
+def _git_rev(spec: str) -> str | None:
+    """The full hash of a git revision (``HEAD~1``, a branch, a tag) in the current repository, or None."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def _load_side(spec: str, store_dir: Path | None):
     from .store import Store, latest_runs
 
@@ -213,7 +226,7 @@ def _load_side(spec: str, store_dir: Path | None):
         raise UserError(f"{spec!r} is not a store directory, and store {store.path} does not exist")
     runs = latest_runs(store.read_runs())
     commits = sorted(set(runs["git_commit"])) if len(runs) else []
-    match = [c for c in commits if c.startswith(spec)]
+    match = [c for c in commits if c.startswith(spec)] or [c for c in commits if c == _git_rev(spec)]
     if not match:
         raise UserError(f"{spec!r} is neither a store directory nor a commit in {store.path} "
                         f"(stored commits: {[c[:10] for c in commits]})")
