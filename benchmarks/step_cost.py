@@ -4,8 +4,9 @@
     python benchmarks/step_cost.py --n 10000 100000 1000000 --methods gd lbfgs uniform_direction
 
 For every method and n (the skip rules of ``cases.py`` apply: a method with a size limit runs only up
-to it), the median seconds per ``Solver.step()`` and per gradient on the same scalable problem, their
-ratio, and the oracle calls per step; then, for each matrix-free method measured at two or more n, the
+to it), the median and mean seconds per ``Solver.step()`` and the median seconds per gradient on the
+same problem, timed round-robin (each round: one step of every method, one gradient, one HVP), their
+ratios, and the oracle calls per step; then, for each matrix-free method measured at two or more n, the
 least-squares slope of log(seconds per step) against log(n) (1 means linear growth). The table is
 printed and written to ``results/step_cost-<time>.csv`` and ``.json`` (``--out`` to choose the stem).
 """
@@ -16,6 +17,7 @@ import csv
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,28 +28,48 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 import torch  # noqa: E402
 
 import precond_core as pc  # noqa: E402
+from precond_core import timing  # noqa: E402
 from benchmarks import cases  # noqa: E402
 
 
 def measure(methods, ns, device: str, repeat: int, log=print, family: str = "scalable",
             step: str | None = None) -> list[dict]:
-    """Rows of :func:`cases.step_cost_row` for every (method, n) that runs here; one gradient timing per n."""
+    """Rows (one per method and n that runs here) from round-robin timing: every round times one step of
+    each method, then one gradient and one HVP, so all figures of a size are measured side by side and a
+    change of load on a shared machine moves them together. One untimed round first; medians and means
+    over ``repeat`` rounds; the solvers advance from the seeded start (each answer is checked first)."""
     rows = []
     for n in ns:
         grad_fn, hvp_fn = cases.oracle_fns(n, device, family=family)
-        grad_s = cases.median_seconds(grad_fn, device, repeat)
-        hvp_s = cases.median_seconds(hvp_fn, device, repeat)
-        log(f"n={n}: gradient {grad_s:.3e} s, hvp {hvp_s:.3e} s ({hvp_s / grad_s:.2f} gradients)")
+        solvers = {}
         for method in methods:
             try:
-                row = cases.step_cost_row(method, n, device, repeat=repeat, grad_seconds=grad_s, family=family,
-                                          step=step)
+                solver = cases.make_solver(method, n, device, family=family, step=step)
+                cases.check_step(solver)
             except cases.Skip as exc:
                 log(f"  {method:20s} skipped: {exc}")
                 continue
-            row["hvp_s"] = hvp_s
+            solvers[method] = (solver, cases.step_fn(solver, device), solver.counts, solver.iteration)
+        fns = {m: f for m, (_, f, _, _) in solvers.items()}
+        fns.update({"(gradient)": grad_fn, "(hvp)": hvp_fn})
+        samples = {m: [] for m in fns}
+        for r in range(repeat + 1):
+            for m, fn in fns.items():
+                t0 = timing.now(device)
+                fn()
+                if r:  # round 0 warms up
+                    samples[m].append(timing.now(device) - t0)
+        grad_s, hvp_s = statistics.median(samples["(gradient)"]), statistics.median(samples["(hvp)"])
+        log(f"n={n}: gradient {grad_s:.3e} s, hvp {hvp_s:.3e} s ({hvp_s / grad_s:.2f} gradients)")
+        for method, (solver, _, counts0, iter0) in solvers.items():
+            step_s, mean_s = statistics.median(samples[method]), statistics.fmean(samples[method])
+            steps = solver.iteration - iter0
+            row = {"method": method, "step": solver.method.params["step"], "problem": family, "device": device,
+                   **cases.solver_info(solver), "step_s": step_s, "grad_s": grad_s, "hvp_s": hvp_s,
+                   "step_per_grad": step_s / grad_s, "mean_step_s": mean_s, "mean_step_per_grad": mean_s / grad_s,
+                   **{f"{key}_per_step": (val - counts0[key]) / steps for key, val in solver.counts.items()}}
             rows.append(row)
-            log(f"  {method:20s} {row['step_s']:.3e} s/step = {row['step_per_grad']:8.2f} gradients, "
+            log(f"  {method:20s} {step_s:.3e} s/step = {row['step_per_grad']:8.2f} gradients, "
                 f"mean {row['mean_step_per_grad']:.2f} "
                 f"(per step: {row['grads_per_step']:.2f} grads, {row['losses_per_step']:.2f} losses, "
                 f"{row['hvps_per_step']:.2f} hvps, {row['sample_grads_per_step']:.2f} sample grads)")
