@@ -23,9 +23,10 @@ class UserError(Exception):
 
 
 def default_store() -> Path:
-    """``results/`` at the project root (the repository holding this package), else in the current directory."""
+    """``results/store/`` at the project root (the repository holding this package), else in the current
+    directory (``results/`` also receives other outputs, e.g. the step-cost tables)."""
     root = Path(__file__).resolve().parents[2]
-    return (root if (root / "pyproject.toml").is_file() else Path.cwd()) / "results"
+    return (root if (root / "pyproject.toml").is_file() else Path.cwd()) / "results" / "store"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a suite (quick, paper, scaling, full) or a grid TOML file")
     r.add_argument("grid", metavar="SUITE_OR_TOML")
-    r.add_argument("--store", type=Path, default=None, help="results directory (default: results/)")
+    r.add_argument("--store", type=Path, default=None, help="results store directory (default: results/store/)")
     r.add_argument("--yes", action="store_true", help="run even when more than --max-cells cells")
     r.add_argument("--max-cells", type=int, default=2000, help="refuse larger sweeps without --yes (default 2000)")
     r.add_argument("--executor", choices=("local", "dask"), default="local")

@@ -23,24 +23,37 @@ STYLE = "whitegrid"
 PANEL_W, PANEL_H = 5.4, 3.6
 
 
+def _method(label: str) -> str:
+    return str(label).split("(", 1)[0]
+
+
+_DASHES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (6, 2, 1, 2)))
+
+
 def palette(labels: Sequence[str]) -> dict[str, tuple]:
-    """A fixed colour per label (sorted), so one method has the same colour in every figure."""
+    """A colour per method (the label up to its parameters), the same in every figure: variants of one
+    method (``adagrad_bma(k=4)``, ``adagrad_bma(k=16)``) share a hue and differ by line style."""
     labels = sorted({str(x) for x in labels})
-    if len(labels) <= 10:
-        colours = sns.color_palette("tab10", max(len(labels), 1))
-    elif len(labels) <= 20:   # tab20's dark shades first, then the light ones: neighbours stay distinct
+    methods = sorted({_method(lab) for lab in labels})
+    if len(methods) <= 10:
+        colours = sns.color_palette("tab10", max(len(methods), 1))
+    elif len(methods) <= 20:   # tab20's dark shades first, then the light ones: neighbours stay distinct
         t20 = sns.color_palette("tab20", 20)
         colours = [t20[i] for i in range(0, 20, 2)] + [t20[i] for i in range(1, 20, 2)]
     else:
-        colours = sns.color_palette("husl", len(labels))
-    return {lab: colours[i] for i, lab in enumerate(labels)}
+        colours = sns.color_palette("husl", len(methods))
+    by_method = {m: colours[i] for i, m in enumerate(methods)}
+    return {lab: by_method[_method(lab)] for lab in labels}
 
 
-def line_styles(labels: Sequence[str]) -> dict[str, str]:
-    """A line style per label (sorted): solid for the first ten, then dashed, dotted, dash-dot, so
-    methods that share a colour family remain distinguishable."""
-    labels = sorted({str(x) for x in labels})
-    return {lab: ("-", "--", ":", "-.")[(i // 10) % 4] for i, lab in enumerate(labels)}
+def line_styles(labels: Sequence[str]) -> dict:
+    """A line style per label: the variants of one method (sorted) get solid, dashed, dotted, ..."""
+    out, seen = {}, {}
+    for lab in sorted({str(x) for x in labels}):
+        i = seen.get(_method(lab), 0)
+        seen[_method(lab)] = i + 1
+        out[lab] = _DASHES[i % len(_DASHES)]
+    return out
 
 
 def to_png_base64(fig: Figure, dpi: int = 90) -> str:
