@@ -255,6 +255,21 @@ def step_fn(solver, device: str):
     return synchronized(solver.step, device)
 
 
+def fresh_step(method: str, n: int, device: str = "cpu", k: int | None = None):
+    """``(setup, target)`` for pytest-benchmark's ``pedantic``: ``setup`` builds the solver afresh (seeded
+    start, one warm step) and ``target`` times its next step. Every round then times the same step of
+    the working regime; a solver stepped over and over would reach the optimum, where steps of
+    line-search rules cost several evaluations and no run of a user spends its time."""
+    def setup():
+        return (make_solver(method, n, device, k),), {}
+
+    def target(solver):
+        solver.step()
+        timing.synchronize(device)
+
+    return setup, target
+
+
 def oracle_fns(n: int, device: str = "cpu", seed: int = SEED, family: str = "scalable"):
     """Timed bodies ``(gradient, hvp)``: ``grad(x)`` with the problem's forward cache cleared first, so
     every call pays a full gradient (a cached forward pass would time half of one), and ``hvp(x, v)``

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import statistics
+from dataclasses import dataclass, field
 import sys
 import time
 from pathlib import Path
@@ -32,16 +33,36 @@ from precond_core import timing  # noqa: E402
 from benchmarks import cases  # noqa: E402
 
 
+RESTART_BELOW = 1e-6   # a solver whose gradient norm fell below this fraction of its first is restarted
+
+
+@dataclass
+class _Lane:
+    """One method's solver in the round-robin, with its timed steps' oracle counts and restarts."""
+    solver: object
+    g0: float
+    steps: int = 0
+    restarts: int = 0
+    counts: dict = field(default_factory=dict)
+
+    def add(self, before: dict, after: dict) -> None:
+        self.steps += 1
+        for key in after:
+            self.counts[key] = self.counts.get(key, 0) + after[key] - before[key]
+
+
 def measure(methods, ns, device: str, repeat: int, log=print, family: str = "scalable",
             step: str | None = None) -> list[dict]:
     """Rows (one per method and n that runs here) from round-robin timing: every round times one step of
     each method, then one gradient and one HVP, so all figures of a size are measured side by side and a
     change of load on a shared machine moves them together. One untimed round first; medians and means
-    over ``repeat`` rounds; the solvers advance from the seeded start (each answer is checked first)."""
+    over ``repeat`` rounds. The solvers advance from the seeded start (each answer is checked first) and
+    one whose gradient norm fell by ``1 / RESTART_BELOW`` starts again (untimed), so every timed step is
+    in the working regime, not past convergence where line-search rules pay several evaluations."""
     rows = []
     for n in ns:
         grad_fn, hvp_fn = cases.oracle_fns(n, device, family=family)
-        solvers = {}
+        lanes = {}
         for method in methods:
             try:
                 solver = cases.make_solver(method, n, device, family=family, step=step)
@@ -49,25 +70,34 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
             except cases.Skip as exc:
                 log(f"  {method:20s} skipped: {exc}")
                 continue
-            solvers[method] = (solver, cases.step_fn(solver, device), solver.counts, solver.iteration)
-        fns = {m: f for m, (_, f, _, _) in solvers.items()}
-        fns.update({"(gradient)": grad_fn, "(hvp)": hvp_fn})
-        samples = {m: [] for m in fns}
+            lanes[method] = _Lane(solver, float(solver.g.norm()))
+        samples = {m: [] for m in [*lanes, "(gradient)", "(hvp)"]}
         for r in range(repeat + 1):
-            for m, fn in fns.items():
+            for m, lane in lanes.items():
+                if float(lane.solver.g.norm()) <= RESTART_BELOW * lane.g0:   # converged: restart (untimed)
+                    lane.solver = cases.make_solver(m, n, device, family=family, step=step)
+                    lane.restarts += 1
+                c0 = lane.solver.counts
+                t0 = timing.now(device)
+                lane.solver.step()
+                t1 = timing.now(device)
+                if r:  # round 0 warms up
+                    samples[m].append(t1 - t0)
+                    lane.add(c0, lane.solver.counts)
+            for name, fn in (("(gradient)", grad_fn), ("(hvp)", hvp_fn)):
                 t0 = timing.now(device)
                 fn()
-                if r:  # round 0 warms up
-                    samples[m].append(timing.now(device) - t0)
+                if r:
+                    samples[name].append(timing.now(device) - t0)
         grad_s, hvp_s = statistics.median(samples["(gradient)"]), statistics.median(samples["(hvp)"])
         log(f"n={n}: gradient {grad_s:.3e} s, hvp {hvp_s:.3e} s ({hvp_s / grad_s:.2f} gradients)")
-        for method, (solver, _, counts0, iter0) in solvers.items():
+        for method, lane in lanes.items():
             step_s, mean_s = statistics.median(samples[method]), statistics.fmean(samples[method])
-            steps = solver.iteration - iter0
-            row = {"method": method, "step": solver.method.params["step"], "problem": family, "device": device,
-                   **cases.solver_info(solver), "step_s": step_s, "grad_s": grad_s, "hvp_s": hvp_s,
+            row = {"method": method, "step": lane.solver.method.params["step"], "problem": family, "device": device,
+                   **cases.solver_info(lane.solver), "step_s": step_s, "grad_s": grad_s, "hvp_s": hvp_s,
                    "step_per_grad": step_s / grad_s, "mean_step_s": mean_s, "mean_step_per_grad": mean_s / grad_s,
-                   **{f"{key}_per_step": (val - counts0[key]) / steps for key, val in solver.counts.items()}}
+                   "restarts": lane.restarts,
+                   **{f"{key}_per_step": val / lane.steps for key, val in lane.counts.items()}}
             rows.append(row)
             log(f"  {method:20s} {step_s:.3e} s/step = {row['step_per_grad']:8.2f} gradients, "
                 f"mean {row['mean_step_per_grad']:.2f} "

@@ -29,6 +29,15 @@ def _time(benchmark, fn, device):
     return benchmark.pedantic(fn, rounds=rounds, warmup_rounds=WARMUP_ROUNDS, iterations=1)
 
 
+def _time_fresh(benchmark, probe, fresh, device):
+    """``benchmark.pedantic`` over rounds that each time one step of a freshly built solver (``fresh`` =
+    ``cases.fresh_step``: setup untimed); ``probe`` (a step of the checked solver) sizes the rounds."""
+    setup, target = fresh
+    rounds = cases.rounds_for(cases.median_seconds(probe, device, repeat=1, warmup=0))
+    benchmark.extra_info["rounds"] = rounds
+    return benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=WARMUP_ROUNDS, iterations=1)
+
+
 @pytest.mark.parametrize("device", cases.DEVICES)
 @pytest.mark.parametrize("n", cases.N_STEP, ids=cases.n_id)
 @pytest.mark.parametrize("method", cases.methods())
@@ -36,7 +45,7 @@ def test_step(benchmark, method, n, device):
     solver = _case(cases.make_solver, method, n, device)
     cases.check_step(solver)
     benchmark.extra_info.update(cases.solver_info(solver))
-    _time(benchmark, cases.step_fn(solver, device), device)
+    _time_fresh(benchmark, cases.step_fn(solver, device), cases.fresh_step(method, n, device), device)
 
 
 @pytest.mark.parametrize("device", cases.DEVICES)
@@ -47,7 +56,7 @@ def test_block_step(benchmark, method, k, n, device):
     solver = _case(cases.make_solver, method, n, device, k=k)
     cases.check_step(solver)
     benchmark.extra_info.update(cases.solver_info(solver))
-    _time(benchmark, cases.step_fn(solver, device), device)
+    _time_fresh(benchmark, cases.step_fn(solver, device), cases.fresh_step(method, n, device, k), device)
 
 
 @pytest.mark.parametrize("device", cases.DEVICES)

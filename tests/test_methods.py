@@ -269,3 +269,4 @@ def test_adagrad_bma_scaled_converges_on_logistic_regression():
     for k in (1, 3, 12):
         tr = pc.minimize(prob, pc.make_method("adagrad_bma", k=k, variant="scaled", lr=1.0), eps=1e-4, max_iters=2000)
         assert tr.stop_reason == "converged", (k, tr.grad_norms[-1])
+
