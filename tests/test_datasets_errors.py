@@ -7,13 +7,7 @@ D = pytest.importorskip("precond_core.datasets")
 GOOD = "1 1:0.5 3:2\n-1 2:1\n"   # two valid lines first, so the reported line numbers are checked past 1
 
 
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-    d = tmp_path / "data"
-    monkeypatch.setenv("PRECOND_DATA_DIR", str(d))
-    for var in ("PRECOND_DOWNLOAD", "PRECOND_DATA_URL", "PRECOND_REGISTRY"):
-        monkeypatch.delenv(var, raising=False)
-    return d
+pytestmark = pytest.mark.usefixtures("data_dir")   # tests/conftest.py: an empty, isolated data directory
 
 
 # (id, text, load options, expected line (None: whole file), message fragment)

@@ -13,14 +13,10 @@ from precond_core.datasets import images  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch, request):
-    if "real" not in request.node.name:   # tiny-file tests must not see a system-wide installation
+def isolated(data_dir, tmp_path, monkeypatch, request):
+    """The conftest's empty data directory; tiny-file tests must not see a system-wide installation."""
+    if "real" not in request.node.name:
         monkeypatch.setattr(images, "DEBIAN_FASHION_DIR", tmp_path / "no-debian-files")
-    d = tmp_path / "data"
-    monkeypatch.setenv("PRECOND_DATA_DIR", str(d))
-    for var in ("PRECOND_FASHION_MNIST_DIR", "PRECOND_CIFAR10_DIR", "PRECOND_REGISTRY"):
-        monkeypatch.delenv(var, raising=False)
-    return d
 
 
 def write_idx(path, arr, code=0x08):

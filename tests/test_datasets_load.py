@@ -15,13 +15,7 @@ UCI = ROOT / "uci-mushroom" / "agaricus-lepiota.data"
 HEART = ROOT / "heart_scale" / "heart_scale"
 
 
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-    d = tmp_path / "data"
-    monkeypatch.setenv("PRECOND_DATA_DIR", str(d))
-    for var in ("PRECOND_DOWNLOAD", "PRECOND_DATA_URL", "PRECOND_REGISTRY"):
-        monkeypatch.delenv(var, raising=False)
-    return d
+pytestmark = pytest.mark.usefixtures("data_dir")   # tests/conftest.py: an empty, isolated data directory
 
 
 def sha(p):
