@@ -23,6 +23,8 @@ def test_million_dimensional_step_stays_well_under_1GB(method, kw):
     code = SCRIPT.replace("METHOD", repr(method)).replace("KW", repr(kw))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     r = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"\n{method}: peak RSS {r['peak_rss'] / 1e6:.0f} MB (after building the problem "
+          f"{r['after_problem'] / 1e6:.0f} MB), state {r['state_bytes'] / 1e6:.1f} MB at n = {r['n']}")
     assert r["n"] == 10**6
     assert r["peak_rss"] < 1e9, r
     assert r["state_bytes"] < 64 * r["n"], r
