@@ -41,7 +41,7 @@ and reused by later calls with any shift or power.
 Pure functions: ``push_through_solve``, ``woodbury_solve``, ``sherman_morrison_solve`` (the low-rank solves),
 ``block_sums`` (E^T v), ``expand`` (E w), ``block_index``, ``block_mean_approximation`` (Frobenius-optimal
 block mean of a dense matrix), ``block_mean_from_stats`` (the same from AdaGrad block statistics),
-``block_mean_inverse_formula`` and ``block_mean_inv_sqrt_formula`` (the two closed forms of METHODS.md
+``block_mean_inverse_formula`` and ``block_mean_inv_sqrt_formula`` (the two closed forms of docs/METHODS.md
 section 3), ``eig_floor``.
 """
 from __future__ import annotations
@@ -344,7 +344,7 @@ def push_through_solve(U: torch.Tensor, C: torch.Tensor, c, v: torch.Tensor,
 def woodbury_solve(U: torch.Tensor, C: torch.Tensor, c, v: torch.Tensor) -> torch.Tensor:
     """(c I + U C U^T)^{-1} v = v/c - U (C^{-1} + U^T U / c)^{-1} U^T v / c^2   (Woodbury; C invertible).
 
-    The textbook form of METHODS.md section 2; ``LowRank`` uses ``push_through_solve`` instead, which
+    The textbook form of docs/METHODS.md section 2; ``LowRank`` uses ``push_through_solve`` instead, which
     also covers singular C. Cost O(n r + r^3).
     """
     inner = torch.linalg.inv(C) + (U.T @ U) / c
@@ -607,7 +607,7 @@ def expand(w: torch.Tensor, sizes: Sequence[int], index: torch.Tensor | None = N
 
 
 class BlockMean(Operator):
-    """D = Lambda_bar + B_bar (METHODS.md section 3): diagonal lam_i and constant b_ij on block (i, j).
+    """D = Lambda_bar + B_bar (docs/METHODS.md section 3): diagonal lam_i and constant b_ij on block (i, j).
 
     ``lam``: (k,), ``B``: (k, k) (symmetric for ``power``; assumed, not checked), ``sizes``: block sizes
     s_i > 0 (contiguous blocks, n = sum s_i). Memory O(k^2 + k) plus the cached length-n int64 block index
@@ -688,7 +688,7 @@ class BlockMean(Operator):
 
 
 def block_mean_from_stats(U: torch.Tensor, Q: torch.Tensor, sizes: Sequence[int]) -> BlockMean:
-    """Frobenius-optimal block mean of H = sum_t g_t g_t^T from block statistics only (METHODS.md section 3).
+    """Frobenius-optimal block mean of H = sum_t g_t g_t^T from block statistics only (docs/METHODS.md section 3).
 
     ``U`` = sum_t e_t e_t^T with e_t = E^T g_t (k x k), ``Q`` = sum_t E^T (g_t * g_t) (k,). Then
     b_ij = U_ij / (s_i s_j) (i != j), b_ii = (U_ii - Q_i) / (s_i (s_i - 1)) (0 if s_i = 1),
@@ -708,7 +708,7 @@ def block_mean_from_stats(U: torch.Tensor, Q: torch.Tensor, sizes: Sequence[int]
 
 
 def block_mean_approximation(M: torch.Tensor, sizes: Sequence[int]) -> BlockMean:
-    """The block mean closest to a dense n x n matrix M in Frobenius norm (METHODS.md section 3).
+    """The block mean closest to a dense n x n matrix M in Frobenius norm (docs/METHODS.md section 3).
 
     b_ij = mean of M^{ij} (i != j); b_ii = mean of the off-diagonal entries of M^{ii} (0 if s_i = 1);
     lambda_i = mean of diag(M^{ii}) - b_ii. Computed from E^T M E and E^T diag(M): O(n^2) time (reading M),

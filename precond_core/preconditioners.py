@@ -1,4 +1,4 @@
-"""Curvature estimates D_k (METHODS.md section 2 and 3), each a small object with explicit state.
+"""Curvature estimates D_k (docs/METHODS.md section 2 and 3), each a small object with explicit state.
 
 ``init(problem, x, generator) -> state`` and ``update(state, x, g, oracle) -> (operator, state)``; the
 operator is a structured matrix from ``operators`` that the step rule applies, inverts or raises to a

@@ -1,4 +1,4 @@
-"""Step rules: how far to move along the preconditioned direction (METHODS.md section 1).
+"""Step rules: how far to move along the preconditioned direction (docs/METHODS.md section 1).
 
 A step rule has ``init(problem, x) -> state`` and
 ``step(state, x, f, g, op, oracle) -> (x_new, f_new, g_new, state)``; ``f_new``/``g_new`` are the loss
@@ -155,7 +155,7 @@ class Regularized(StepRule):
 class Adaptive(StepRule):
     """alpha_k = ||g_k|| / gamma_k with the acceptance test f(x) - f(x+) >= ||g(x+)||^2 / (8 alpha_k).
 
-    On acceptance gamma is multiplied by ``grow`` (2 in METHODS.md), on rejection by ``shrink`` (1/2)
+    On acceptance gamma is multiplied by ``grow`` (2 in docs/METHODS.md), on rejection by ``shrink`` (1/2)
     and the step is retried (at most ``max_tries`` times; the last trial is taken). A trial first
     evaluates f(x+) alone: when f increases the test fails whatever g(x+) is, so the gradient is
     skipped (problems that cache their forward pass then pay one pass instead of two). When

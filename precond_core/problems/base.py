@@ -15,7 +15,7 @@ Oracles (all return tensors on the problem's device, no host copies):
 - ``hessian(x)`` -> dense (n, n), small n only (tests and Newton);
 - ``hessian_blocks(x, sizes)`` -> list of dense diagonal blocks of the Hessian for a partition ``sizes``.
 
-Conventions (``METHODS.md``): ``fisher_scale`` is the factor that turns the *sum* of per-sample outer
+Conventions (``docs/METHODS.md``): ``fisher_scale`` is the factor that turns the *sum* of per-sample outer
 products, sum_s g_s g_s^T, into the Fisher of the objective as written (1/S for a mean loss, 1 for a
 sum loss);
 ``lam`` is the ridge coefficient whose Hessian ``lam * I`` is added exactly to any Fisher estimate.
