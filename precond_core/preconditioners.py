@@ -2,7 +2,7 @@
 
 ``init(problem, x, generator) -> state`` and ``update(state, x, g, oracle) -> (operator, state)``; the
 operator is a structured matrix from ``operators`` that the step rule applies, inverts or raises to a
-power. Memory of the state is stated per class; ``state_bytes(state)`` measures it. Randomness comes
+power. Memory of the state is stated per class; ``tensor_bytes(state)`` measures it. Randomness comes
 only from the ``torch.Generator`` passed to ``init`` (stored in the state), so a run is reproducible.
 
 Classes (state memory):
@@ -132,9 +132,6 @@ class Preconditioner:
     def update(self, state, x, g, oracle):
         raise NotImplementedError
 
-    def state_bytes(self, state) -> int:
-        return tensor_bytes(state)
-
     def sigma(self, oracle, x) -> float | None:
         """Bound on E||D - H|| used by the regularized step, or ``None`` when unknown."""
         return None
@@ -153,9 +150,6 @@ class IdentityP(Preconditioner):
 
     def update(self, op, x, g, oracle):
         return op, op
-
-    def state_bytes(self, state):
-        return 0
 
 
 @dataclass

@@ -8,6 +8,7 @@ and gradient norm that the stopping test and the trace need.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 import torch
@@ -125,9 +126,7 @@ class Trace:
 
     def summary(self) -> dict:
         steps = [b - a for a, b in zip(self.times, self.times[1:])]
-        steps.sort()
-        med = steps[len(steps) // 2] if len(steps) % 2 else (
-            0.5 * (steps[len(steps) // 2 - 1] + steps[len(steps) // 2]) if steps else float("nan"))
+        med = statistics.median(steps) if steps else float("nan")
         it = self.iters_to(self.eps)
         return {"problem": self.problem, "method": self.method, "method_label": self.label, "n": self.n,
                 "device": self.device, "dtype": self.dtype, "seed": self.seed, "eps": self.eps,

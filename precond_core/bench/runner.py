@@ -141,13 +141,15 @@ def check_applicable(cell: Cell, problem, method=None) -> str | None:
 
 
 def gradient_seconds(problem, x0, device, repeat: int = 11, warmup: int = 3) -> float:
-    """Median synchronized time of ``problem.grad`` at x0 (a fresh copy per call, so that no cached forward
-    pass is reused), after ``warmup`` calls."""
+    """Median synchronized time of ``problem.grad(x0)`` with the problem's forward cache cleared before each
+    call (so every call pays a full gradient), after ``warmup`` calls."""
     from precond_core import timing
 
-    copies = iter([x0.clone() for _ in range(repeat + warmup)])
-    return statistics.median(timing.time_call(lambda: problem.grad(next(copies)), device=device, repeat=repeat,
-                                              warmup=warmup))
+    def cold_gradient():
+        problem.clear_cache()
+        return problem.grad(x0)
+
+    return statistics.median(timing.time_call(cold_gradient, device=device, repeat=repeat, warmup=warmup))
 
 
 def run_cell(cell: Cell) -> CellResult:
@@ -193,11 +195,9 @@ def run_cell(cell: Cell) -> CellResult:
 
     losses, gnorms, times = _np(trace.losses), _np(trace.grad_norms), _np(trace.times)
     n_iter = len(losses)
-    counts = {c: (_np(getattr(trace, c)).astype(np.int64) if getattr(trace, c, None) is not None
-                  else np.zeros(n_iter, dtype=np.int64)) for c in ("n_grads", "n_hvps", "n_solves")}
-    steps = np.diff(times)
-    median_step = float(np.median(steps)) if steps.size else math.nan
-    ite, tte = trace.iters_to(cell.eps), trace.time_to(cell.eps)
+    counts = {c: _np(getattr(trace, c)).astype(np.int64) for c in ("n_grads", "n_hvps", "n_solves")}
+    summary = trace.summary()
+    median_step = summary["median_step_s"]
     label = getattr(method, "label", cell.method)
     k = getattr(method, "params", {}).get("k", cell.k) if getattr(pc.method_info(cell.method), "blocks", False) \
         else cell.k
@@ -216,8 +216,7 @@ def run_cell(cell: Cell) -> CellResult:
         "max_iters": cell.max_iters, "threads": threads,
         "max_seconds": math.nan if cell.max_seconds is None else float(cell.max_seconds),
         "stop_reason": str(trace.stop_reason), "iterations": int(trace.iterations),
-        "iters_to_eps": math.nan if ite is None else float(ite),
-        "time_to_eps": math.nan if tte is None else float(tte),
+        "iters_to_eps": float(summary["iters_to_eps"]), "time_to_eps": float(summary["time_to_eps"]),
         "final_grad_norm": float(gnorms[-1]), "final_loss": float(losses[-1]),
         "min_grad_norm": float(np.nanmin(gnorms)) if np.isfinite(gnorms).any() else math.nan,
         "median_step_s": median_step, "grad_s": float(grad_s),
