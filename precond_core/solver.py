@@ -58,6 +58,17 @@ class Solver:
         self.op = None
         self.iteration = 0
 
+    def setup(self) -> None:
+        """The method's one-off set-up that the first step would otherwise do: a bound sigma that holds for
+        every x (e.g. the uniform direction's power iteration for lambda_max), computed at x0 exactly as
+        the first step would. ``minimize`` runs it before the iteration clock starts."""
+        st, pre = self.sstate, self.method.preconditioner
+        if (isinstance(st, dict) and "sigma" in st and st["sigma"] is None and pre is not None
+                and not getattr(pre, "sigma_per_step", False) and pre.has_sigma(self.problem)):
+            sigma = pre.sigma(self.oracle, self.x)
+            if sigma is not None:
+                st["sigma"] = sigma
+
     @property
     def counts(self) -> dict:
         return self.oracle.counts()
@@ -102,6 +113,7 @@ class Trace:
     stop_reason: str = ""
     message: str = ""
     state_bytes: int = 0
+    setup_s: float = 0.0  # the method's one-off set-up (synchronized seconds), before times[0] = 0
     x: torch.Tensor | None = None
 
     @property
@@ -135,7 +147,7 @@ class Trace:
                 "time_to_eps": float("nan") if it is None else self.times[it],
                 "final_grad_norm": self.grad_norms[-1] if self.grad_norms else float("nan"),
                 "final_loss": self.losses[-1] if self.losses else float("nan"),
-                "median_step_s": med, "state_bytes": self.state_bytes}
+                "median_step_s": med, "state_bytes": self.state_bytes, "setup_s": self.setup_s}
 
 
 def minimize(problem: Problem, method, *, x0: torch.Tensor | None = None, eps: float = 1e-6,
@@ -144,6 +156,11 @@ def minimize(problem: Problem, method, *, x0: torch.Tensor | None = None, eps: f
     iterations, ``max_seconds`` of synchronized wall time (``timeout``) or a non-finite loss or gradient
     (``diverged``). ``method`` is a registry name or a ``Method`` from ``make_method``.
     ``callback(solver, trace)`` is called after each recorded iteration; returning True stops the run.
+
+    ``trace.setup_s`` is the method's one-off set-up (building the solver: preconditioner and step-rule
+    init, f and g at x0, a sigma bound that holds for every x), timed on its own; the iteration clock
+    (``trace.times``, 0 at x0) starts after it. Problem constants (``problem.constants()``) are the
+    problem's, not the method's: compute them before the run to keep them off both clocks.
     """
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0 or not math.isfinite(eps):
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
@@ -151,12 +168,15 @@ def minimize(problem: Problem, method, *, x0: torch.Tensor | None = None, eps: f
         raise ValueError(f"max_iters must be an integer >= 0, got {max_iters!r}")
     if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
         raise ValueError(f"max_seconds must be a number > 0 or None, got {max_seconds!r}")
-    clock = Clock(problem.device)
+    setup_clock = Clock(problem.device)  # set-up: the solver (step-rule and preconditioner init, f and g at x0)
     solver = Solver(problem, method, x0=x0, seed=seed)
+    solver.setup()
+    setup_s = setup_clock()
+    clock = Clock(problem.device)  # the iteration clock starts after the set-up
     m = solver.method
     trace = Trace(problem=problem.name, method=m.name, label=m.label, params=dict(m.params), n=problem.n,
                   device=torch.device(problem.device).type, dtype=str(problem.dtype).replace("torch.", ""),
-                  seed=seed, eps=float(eps))
+                  seed=seed, eps=float(eps), setup_s=float(setup_s))
     next_bytes_check = 1
 
     def record() -> tuple[float, float]:

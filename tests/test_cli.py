@@ -136,27 +136,37 @@ def test_report_without_results(tmp_path, capsys):
     assert code == 2 and "no results" in err and not (tmp_path / "r.html").exists()
 
 
-def _copy_with(src: Path, dst: Path, **changes):
-    """A second store whose runs equal src's with some columns changed (iters copied as they are)."""
+def _copy_with(src: Path, dst: Path, iters_changes=None, **changes):
+    """A second store whose runs equal src's with some columns changed (iters copied, or changed by
+    ``iters_changes(run_rows, iter_rows)``)."""
     runs, iters = Store(src).read()
     out = Store(dst)
     for rid, group in runs.groupby("run_id"):
         r = group.copy()
         for col, fn in changes.items():
             r[col] = fn(r)
-        out.write(r, iters[iters["run_id"] == rid])
+        it = iters[iters["run_id"] == rid].copy()
+        if iters_changes is not None:
+            it = iters_changes(r, it)
+        out.write(r, it)
     return runs
 
 
 def test_compare_two_stores_flags_regressions(filled, tmp_path, capsys):
-    runs = _copy_with(filled / "store", tmp_path / "b",
-                      median_step_s=lambda r: r["median_step_s"] * (3.0 if r["method"].iloc[0] == "newton" else 1.0))
+    """Newton's per-iteration step times made 3x slower in B: its cell (seeds pooled) is flagged on step time."""
+    def slower(r, it):
+        if r["method"].iloc[0] == "newton":
+            it["time_s"] = it["time_s"] * 3.0
+        return it
+
+    runs = _copy_with(filled / "store", tmp_path / "b", iters_changes=slower)
     code, out, _ = run_cli(capsys, "compare", filled / "store", tmp_path / "b")
-    assert code == 0 and "4 matching cells, 2 with a regression" in out
-    table = cli.compare_tables(runs, Store(tmp_path / "b").read_runs(), 1.1)
+    assert code == 0 and "2 matching cells, 1 flagged" in out and "noise level" in out
+    rb, ib = Store(tmp_path / "b").read()
+    table = cli.compare_tables(runs, rb, 1.1, iters_a=Store(filled / "store").read_iters(), iters_b=ib)
     newton = table[table["method_label"] == "newton"]
-    assert newton["median_step_s"].tolist() == pytest.approx([3.0, 3.0])
-    assert (newton["regression"].str.contains("median_step_s")).all()
+    assert newton["step_ratio"].tolist() == pytest.approx([3.0])
+    assert newton["regression"].tolist() == ["step time"]
     assert (table.loc[table["method_label"] == "gd", "regression"] == "").all()
     code, _, _ = run_cli(capsys, "compare", filled / "store", tmp_path / "b", "--fail-on-regression")
     assert code == 1
@@ -174,7 +184,7 @@ def test_compare_commits_in_one_store(filled, tmp_path, capsys):
     base = Store(filled / "store").read_runs()["git_commit"].iloc[0]
     code, out, err = run_cli(capsys, "compare", base[:8], "beef", "--store", tmp_path / "s")
     assert code == 0, err
-    assert "4 matching cells" in out
+    assert "2 matching cells, 1 flagged" in out  # newton's iteration counts changed (gd: eps not reached)
     code, _, err = run_cli(capsys, "compare", "0ddba11", "beef", "--store", tmp_path / "s")
     assert code == 2 and "0ddba11" in err
     _copy_with(filled / "store", tmp_path / "s", git_commit=lambda r: "beef1" + "0" * 35)
@@ -194,7 +204,7 @@ def test_compare_resolves_git_revisions(filled, tmp_path, capsys):
     shutil.copytree(filled / "store", tmp_path / "s")
     _copy_with(filled / "store", tmp_path / "s", git_commit=lambda r: "beef" + "0" * 36)
     code, out, err = run_cli(capsys, "compare", "HEAD", "beef", "--store", tmp_path / "s")
-    assert code == 0 and "4 matching cells" in out, err
+    assert code == 0 and "2 matching cells" in out, err
     assert cli._git_rev("no-such-revision-anywhere") is None
 
 

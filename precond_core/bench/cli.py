@@ -51,13 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list methods, problems, datasets or suites")
     ls.add_argument("what", choices=("methods", "problems", "datasets", "suites"))
 
-    c = sub.add_parser("compare", help="ratios B/A per matching cell between two commits or two stores")
+    c = sub.add_parser("compare", help="noise-aware ratios B/A per matching cell between two commits or stores",
+                       description="Ratios B/A per cell (seeds pooled) with bootstrap intervals; a regression is "
+                                   "flagged only when the whole interval lies above --threshold, iteration counts "
+                                   "on CPU are compared exactly. Exit status: 0 done (also with flagged cells "
+                                   "unless --fail-on-regression), 1 flagged cells with --fail-on-regression, "
+                                   "2 bad input (no common cell, different machines without "
+                                   "--allow-different-machines, unreadable store).")
     c.add_argument("a", metavar="A", help="git commit (hash prefix or revision such as HEAD~1) in --store, "
                                           "or a store directory")
     c.add_argument("b", metavar="B", help="git commit (hash prefix or revision) in --store, or a store directory")
     c.add_argument("--store", type=Path, default=None)
-    c.add_argument("--threshold", type=float, default=1.1, help="flag ratios above this (default 1.1)")
-    c.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a regression is flagged")
+    c.add_argument("--threshold", type=float, default=1.1,
+                   help="flag a regression when the whole interval of B/A lies above this (default 1.1)")
+    c.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a cell is flagged")
+    c.add_argument("--allow-different-machines", action="store_true",
+                   help="compare runs made on different machines (refused by default: times are not comparable)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     return p
 
 
@@ -209,6 +219,7 @@ def _git_rev(spec: str) -> str | None:
 
 
 def _load_side(spec: str, store_dir: Path | None):
+    """(label, runs, iters) of one side: a store directory, or a commit in ``store_dir``."""
     from .store import Store, latest_runs
 
     if not spec.strip():
@@ -221,7 +232,7 @@ def _load_side(spec: str, store_dir: Path | None):
         runs = latest_runs(store.read_runs())
         if runs.empty:
             raise UserError(f"no results in store {p}")
-        return str(p), runs
+        return str(p), runs, _side_iters(store, runs)
     store = Store(store_dir or default_store())
     if not store.path.is_dir():
         raise UserError(f"{spec!r} is not a store directory, and store {store.path} does not exist")
@@ -233,59 +244,79 @@ def _load_side(spec: str, store_dir: Path | None):
                         f"(stored commits: {[c[:10] for c in commits]})")
     if len(match) > 1:
         raise UserError(f"commit prefix {spec!r} is ambiguous in {store.path}: {[c[:10] for c in match]}")
-    return match[0][:10], runs[runs["git_commit"] == match[0]]
+    runs = runs[runs["git_commit"] == match[0]]
+    return match[0][:10], runs, _side_iters(store, runs)
 
 
-def compare_tables(runs_a, runs_b, threshold: float = 1.1):
-    """Per cell_key present in both: medians (over machines/executions) of each metric, ratios B/A and the
-    metrics whose ratio exceeds ``threshold`` (or that reached eps in A but not in B)."""
-    import pandas as pd
+def _side_iters(store, runs):
+    """The iterations of ``runs`` (same run_id and commit; of repeated executions the newest, stored last)."""
+    iters = store.read_iters()
+    if iters.empty:
+        return iters
+    if "git_commit" in iters:
+        iters = iters[iters["git_commit"].isin(set(runs["git_commit"]))]
+    iters = iters[iters["run_id"].isin(set(runs["run_id"]))]
+    return iters.drop_duplicates(["run_id", "iter"], keep="last")
 
-    ident = ["problem", "dataset", "method_label", "n", "k", "dtype", "device", "seed"]
 
-    def agg(runs):
-        g = runs.groupby("cell_key", sort=True)
-        out = g[list(COMPARE_METRICS)].median()
-        return out.join(g[ident].first())
+def compare_tables(runs_a, runs_b, threshold: float = 1.1, iters_a=None, iters_b=None, seed: int = 0):
+    """The per-cell comparison table of :func:`precond_core.bench.compare.compare_runs`."""
+    from .compare import compare_runs
 
-    a, b = agg(runs_a), agg(runs_b)
-    both = a.merge(b[list(COMPARE_METRICS)], how="inner", left_index=True, right_index=True, suffixes=("_a", "_b"))
-    rows = []
-    for key, r in both.iterrows():
-        row = {c: r[c] for c in ident}
-        flags = []
-        for m in COMPARE_METRICS:
-            va, vb = float(r[f"{m}_a"]), float(r[f"{m}_b"])
-            ratio = vb / va if va > 0 and math.isfinite(va) and math.isfinite(vb) else math.nan
-            if va == 0 and vb == 0:
-                ratio = 1.0
-            row[m] = ratio
-            if math.isfinite(ratio) and ratio > threshold:
-                flags.append(m)
-            elif math.isfinite(va) and not math.isfinite(vb) and m in ("time_to_eps", "iters_to_eps"):
-                flags.append(f"{m}(eps not reached)")
-        row["regression"] = ", ".join(flags)
-        row["cell_key"] = key
-        rows.append(row)
-    return pd.DataFrame(rows, columns=ident + list(COMPARE_METRICS) + ["regression", "cell_key"])
+    return compare_runs(runs_a, iters_a, runs_b, iters_b, threshold=threshold, seed=seed).table
+
+
+def _fmt_ci(r, lo, hi, status) -> str:
+    if not math.isfinite(r):
+        return status or "-"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{r:.3g} ({status})"
+    mark = {"regression": " !", "improvement": " +"}.get(status, "")
+    return f"{r:.3g} [{lo:.3g}, {hi:.3g}]{mark}"
 
 
 def cmd_compare(args) -> int:
     import pandas as pd
 
-    if not args.threshold > 0:
-        raise UserError(f"--threshold must be > 0, got {args.threshold}")
-    la, ra = _load_side(args.a, args.store)
-    lb, rb = _load_side(args.b, args.store)
-    table = compare_tables(ra, rb, args.threshold)
+    from .compare import INSUFFICIENT, MIN_RUNS_EPS, compare_runs, format_noise
+
+    if not (math.isfinite(args.threshold) and args.threshold > 1):
+        raise UserError(f"--threshold must be a ratio > 1, got {args.threshold}")
+    la, ra, ia = _load_side(args.a, args.store)
+    lb, rb, ib = _load_side(args.b, args.store)
+    ma, mb = sorted(set(map(str, ra["machine"]))), sorted(set(map(str, rb["machine"])))
+    if ma != mb and not args.allow_different_machines:
+        raise UserError(f"A ({la}) was measured on {ma}, B ({lb}) on {mb}: times from different machines are "
+                        "not comparable; pass --allow-different-machines to compare anyway")
+    cmp = compare_runs(ra, ia, rb, ib, threshold=args.threshold, seed=args.seed)
+    table = cmp.table
     if table.empty:
-        raise UserError(f"no cell is present in both {la} and {lb} (cells are matched by cell_key)")
-    show = table.drop(columns=["cell_key"])
-    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
-        print(f"ratios B/A (A = {la}, B = {lb}); regression when ratio > {args.threshold}")
-        print(show.to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-"))
-    n_reg = int((table["regression"] != "").sum())
-    print(f"{len(table)} matching cells, {n_reg} with a regression")
+        raise UserError(f"no cell is present in both {la} and {lb} (cells are matched by their grid key "
+                        "without the seed: problem, parameters, method, n, k, device, dtype, eps, max_iters)")
+    print(f"compare B/A: A = {la} (machine {', '.join(ma)}), B = {lb} (machine {', '.join(mb)})"
+          + ("  ** DIFFERENT MACHINES: times are not comparable **" if ma != mb else ""))
+    print(f"ratio of medians B/A [{int(0.95 * 100)}% bootstrap interval, seed {args.seed}]; regression (!) only "
+          f"when the whole interval lies above {args.threshold:g}; iterations to eps compared exactly on CPU")
+    print(format_noise(cmp.noise))
+    show = pd.DataFrame({
+        "problem": [f"{p}{'/' + d if isinstance(d, str) and d else ''}" for p, d in zip(table["problem"], table["dataset"])],
+        "method": table["method_label"], "n": table["n"], "k": table["k"].astype(object).where(table["k"].notna(), "-"),
+        "eps": table["eps"].map(lambda v: f"{v:g}"), "runs A/B": table["runs"],
+        "step time": [_fmt_ci(*v) for v in zip(table["step_ratio"], table["step_lo"], table["step_hi"], table["step"])],
+        "time to eps": [_fmt_ci(*v) for v in zip(table["tte_ratio"], table["tte_lo"], table["tte_hi"],
+                                                 table["time_to_eps"])],
+        "iters to eps": table["iters_to_eps"],
+        "state": table["state_ratio"].map(lambda v: f"{v:.3g}" if math.isfinite(v) else "-"),
+        "regression": table["regression"]})
+    with pd.option_context("display.max_rows", None, "display.width", 250, "display.max_columns", None,
+                           "display.max_colwidth", 60):
+        print(show.to_string(index=False))
+    one_run = int((table["time_to_eps"] == INSUFFICIENT).sum())
+    if one_run:
+        print(f"{one_run} cell(s) have fewer than {MIN_RUNS_EPS} runs with eps reached on a side: their time to "
+              f"eps says \"{INSUFFICIENT}\" and is never flagged (run more seeds to compare it)")
+    n_reg = cmp.n_flagged
+    print(f"{len(table)} matching cells, {n_reg} flagged")
     return EXIT_FAIL if (n_reg and args.fail_on_regression) else EXIT_OK
 
 

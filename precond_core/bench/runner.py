@@ -157,7 +157,10 @@ def run_cell(cell: Cell) -> CellResult:
 
     Measured besides ``minimize``: ``grad_s``, the median of 11 synchronized timings of ``problem.grad(x0)``
     (after 3 warm-up calls), so that a step costs ``step_cost_grads = median_step_s / grad_s`` gradients, and
-    ``peak_mem_bytes``: the CUDA caching allocator's peak during the cell on a GPU, the peak resident set
+    ``setup_s``: the method's set-up, timed by ``minimize`` before its iteration clock starts (so
+    ``time_to_eps`` excludes it; ``time_to_eps + setup_s`` includes it); ``constants_s``: the problem's
+    constants (L, M, f*), computed once before anything is timed; ``peak_mem_bytes``: the CUDA
+    caching allocator's peak during the cell on a GPU, the peak resident set
     size of the whole process so far on CPU (a process-wide high-water mark, not a per-cell figure).
     """
     import torch
@@ -182,6 +185,9 @@ def run_cell(cell: Cell) -> CellResult:
     try:
         threads = torch.get_num_threads()
         x0 = problem.x0()
+        t_const = time.perf_counter()
+        problem.constants()  # L, M, f* once per problem, cached with it, outside every timed figure
+        constants_s = time.perf_counter() - t_const
         grad_s = gradient_seconds(problem, x0, cell.device)
         if cell.device.startswith("cuda"):
             timing.cuda_reset_peak(cell.device)
@@ -195,7 +201,8 @@ def run_cell(cell: Cell) -> CellResult:
 
     losses, gnorms, times = _np(trace.losses), _np(trace.grad_norms), _np(trace.times)
     n_iter = len(losses)
-    counts = {c: _np(getattr(trace, c)).astype(np.int64) for c in ("n_grads", "n_hvps", "n_solves")}
+    counts = {c: _np(getattr(trace, c)).astype(np.int64)
+              for c in ("n_grads", "n_hvps", "n_solves", "n_losses", "n_sample_grads")}
     summary = trace.summary()
     median_step = summary["median_step_s"]
     label = getattr(method, "label", cell.method)
@@ -225,7 +232,9 @@ def run_cell(cell: Cell) -> CellResult:
         "peak_mem_kind": "cuda_allocator" if cell.device.startswith("cuda") else "process_peak_rss",
         "wall_s": wall, "theory_bound": _theory_bound(problem, method, cell.eps, x0, float(losses[0]), float(gnorms[0])), "f0": float(losses[0]),
         "n_grads": int(counts["n_grads"][-1]), "n_hvps": int(counts["n_hvps"][-1]),
-        "n_solves": int(counts["n_solves"][-1]),
+        "n_solves": int(counts["n_solves"][-1]), "n_losses": int(counts["n_losses"][-1]),
+        "n_sample_grads": int(counts["n_sample_grads"][-1]),
+        "setup_s": float(getattr(trace, "setup_s", 0.0)), "constants_s": float(constants_s),
         **machine_info(cell.device),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"),
         "suite": cell.suite,

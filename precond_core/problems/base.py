@@ -134,6 +134,20 @@ class Problem:
         so that layer l's block is vec of its weight in the matching order); see kfac in the registry."""
         raise NotImplementedError(f"{self.name} has no linear-layer structure (needed by kfac)")
 
+    def constants(self) -> dict:
+        """The problem's own constants ``L``, ``M``, ``f_star`` (``None`` where unknown). Problems that
+        estimate them (a power iteration on the data for L, a pass over the rows for M) do so on first
+        use and keep the value with the problem object, so calling this once before a timed run takes
+        that cost off every clock that follows."""
+        out = {}
+        for name in ("L", "M", "f_star"):
+            try:
+                v = getattr(self, name)
+            except (NotImplementedError, ValueError, ArithmeticError):
+                v = None
+            out[name] = None if v is None else float(v)
+        return out
+
     def clear_cache(self) -> None:
         """Forget forward quantities cached for the last x (so a timed gradient pays its full cost)."""
         cache = getattr(self, "_cache", None)
