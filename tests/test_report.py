@@ -26,6 +26,7 @@ from precond_core.bench.store import Store, load_tables  # noqa: E402
 
 COMMIT_A, COMMIT_B = "a1" * 20, "b2" * 20
 SECTION_TITLES = [
+    "Leaderboard: which method reaches eps fastest",
     "Runs and environment",
     "Convergence: gradient norm against iteration and wall time",
     "Cost scaling with n: time per step and state memory",

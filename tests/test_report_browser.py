@@ -113,6 +113,8 @@ def test_every_figure_loads_in_chromium(served_report, tmp_path):
     imgs = re.findall(r"<img[^>]*>", dom)
     assert len(imgs) == n_figures
     assert all('data-loaded="1"' in tag for tag in imgs)
+    # the leaderboard answers first: its table is in the rendered DOM, before every figure
+    assert 'id="table-leaderboard"' in dom and dom.index('id="table-leaderboard"') < dom.index("<img")
 
 
 @needs_chromium

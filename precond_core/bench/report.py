@@ -133,6 +133,12 @@ def _normalize_runs(runs: pd.DataFrame) -> pd.DataFrame:
         "eps",
         "final_grad_norm",
         "wall_s",
+        "setup_s",
+        "n_grads",
+        "n_hvps",
+        "n_losses",
+        "n_sample_grads",
+        "iterations",
     ):
         if col in runs:
             runs[col] = pd.to_numeric(runs[col], errors="coerce").astype(float)
@@ -488,6 +494,85 @@ def _short(commit) -> str:
 def _uniq(series: pd.Series) -> str:
     vals = [str(v) for v in series.dropna().unique() if str(v) not in ("", "nan", "None")]
     return ", ".join(sorted(vals)) if vals else "(not recorded)"
+
+
+def _per_step(runs: pd.DataFrame, col: str) -> pd.Series:
+    """Oracle calls per iteration (the count at x0 and in the set-up included: a small-iteration bias)."""
+    it = runs["iterations"].astype(float)
+    return runs[col].astype(float) / it.where(it > 0)
+
+
+def section_leaderboard(runs: pd.DataFrame) -> Section:
+    """Per problem instance (problem, parameters, n, dtype, device, eps): the methods ranked by median time
+    to eps over seeds, with quartiles, the time with the method's set-up, iterations, step cost in
+    gradients, state bytes and the margin of the winner over the runner-up (bootstrap interval)."""
+    from .compare import INSUFFICIENT, MIN_RUNS_EPS, ratio_ci
+
+    sec = Section("leaderboard", "Leaderboard: which method reaches eps fastest")
+    if runs.empty:
+        sec.note = HOW_TO["runs"]
+        return sec
+    r = runs.assign(_inst=instance_labels(runs).where(lambda v: v.str.contains("eps="),
+                                                     instance_labels(runs) + runs["eps"].map(lambda e: f" eps={e:g}")))
+    rows, cost_only, stops = [], [], []
+    for inst, g in r.groupby("_inst", sort=True):
+        stops.append({"problem instance": inst, **g["stop_reason"].value_counts().to_dict()})
+        if g["time_to_eps"].notna().sum() == 0:
+            cost_only.append(inst)
+            continue
+        entries = []
+        for lab, m in g.groupby("method_label", sort=True):
+            t = m["time_to_eps"].to_numpy(dtype=float)
+            reached = np.isfinite(t)
+            med = float(np.median(np.where(reached, t, np.inf)))
+            q1, q3 = (np.quantile(np.where(reached, t, np.inf), [0.25, 0.75], method="inverted_cdf")
+                      if len(t) else (np.nan, np.nan))  # no interpolation: inf (not reached) stays inf
+            setup = m["setup_s"].to_numpy(dtype=float) if "setup_s" in m else np.full(len(m), np.nan)
+            with_setup = float(np.median(np.where(reached, t + np.nan_to_num(setup), np.inf)))
+            entries.append({
+                "problem instance": inst, "method": lab, "_t": t[reached], "_med": med,
+                "time to eps (s)": med, "q1 (s)": float(q1), "q3 (s)": float(q3),
+                "with set-up (s)": with_setup if np.isfinite(setup).any() else np.nan,
+                "reached": f"{int(reached.sum())}/{len(t)}",
+                "iterations": float(np.median(np.where(np.isfinite(m["iters_to_eps"]), m["iters_to_eps"], np.inf))),
+                "step cost (gradients)": float(m["step_cost_grads"].median()),
+                "state bytes": float(m["state_bytes"].median()),
+            })
+        entries.sort(key=lambda e: (e["_med"], e["method"]))
+        for rank, e in enumerate(entries, 1):
+            e["rank"] = rank
+            e["margin over next"] = ""
+        if len(entries) >= 2 and np.isfinite(entries[0]["_med"]):
+            w, ru = entries[0], entries[1]
+            if not np.isfinite(ru["_med"]):
+                w["margin over next"] = f"only method to reach eps ({ru['method']} next)"
+            elif len(w["_t"]) >= MIN_RUNS_EPS and len(ru["_t"]) >= MIN_RUNS_EPS:
+                ratio, lo, hi = ratio_ci([np.array([v]) for v in w["_t"]], [np.array([v]) for v in ru["_t"]], seed=0)
+                w["margin over next"] = f"{ratio:.3g}x [{lo:.3g}, {hi:.3g}] over {ru['method']}"
+            else:
+                w["margin over next"] = (f"{ru['_med'] / w['_med']:.3g}x over {ru['method']} ({INSUFFICIENT}: "
+                                         f"fewer than {MIN_RUNS_EPS} seeds reached eps)")
+        rows += entries
+    cols = ["problem instance", "rank", "method", "time to eps (s)", "q1 (s)", "q3 (s)", "with set-up (s)", "reached",
+            "iterations", "step cost (gradients)", "state bytes", "margin over next"]
+    if rows:
+        sec.blocks.append(_table(
+            "Per problem instance (problem, n, device/dtype, eps): methods ranked by the median over seeds of the "
+            "time to eps on the iteration clock (set-up excluded; 'with set-up' adds the method's set-up, e.g. a "
+            "power iteration for sigma); quartiles over seeds; inf: the median seed did not reach eps; margin: "
+            "runner-up's time / winner's, ratio of medians with a 95% bootstrap interval over seeds",
+            pd.DataFrame(rows)[cols], "table-leaderboard"))
+    else:
+        sec.intro = "No method reached eps on any instance (all cells are step-cost sweeps)."
+    st = pd.DataFrame(stops).fillna(0)
+    for c in st.columns[1:]:
+        st[c] = st[c].astype(int)
+    sec.blocks.append(_table("Stop reasons per problem instance (runs)", st, "table-stop-reasons-per-instance"))
+    if cost_only:
+        sec.blocks.append(_table(
+            "Step-cost instances (eps never reached by design; not ranked here and not counted as unsolved in the "
+            "performance profile)", pd.DataFrame({"problem instance": cost_only}), "table-cost-only"))
+    return sec
 
 
 def section_header(runs: pd.DataFrame, iters: pd.DataFrame, all_runs: pd.DataFrame | None = None) -> Section:
@@ -974,6 +1059,7 @@ def collect_sections(
     current, iters = current_runs(runs, iters)
     colours = F.palette(runs["method_label"].astype(str))  # all commits: one colour per label everywhere
     return [
+        section_leaderboard(current),
         section_header(current, iters, runs),
         section_convergence(current, iters, colours),
         section_scaling(current, colours),
