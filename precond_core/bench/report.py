@@ -44,6 +44,8 @@ __all__ = [
     "read_asv_results",
     "read_pytest_benchmarks",
     "fit_loglog_slopes",
+    "fit_overhead_power",
+    "section_leaderboard",
     "time_to_eps_matrix",
     "performance_profile",
     "convergence_bands",
@@ -378,6 +380,56 @@ def fit_loglog_slopes(
     return pd.DataFrame(rows, columns=[*by, "metric", "slope", "intercept", "n_min", "n_max", "points"])
 
 
+def fit_overhead_power(
+    runs: pd.DataFrame, y: str = "median_step_s", by: Iterable[str] = (*SCALING_KEYS, "method_label"),
+    exponents: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Fit ``t(n) = c0 + c1 n^s`` (c0, c1 >= 0) to the per-n medians of ``y`` of each group ``by``.
+
+    Least squares in relative error (each point weighs 1 / t^2), ``s`` on a grid (0 to 3 by 0.01) with the
+    best non-negative (c0, c1) for each ``s``. Needs three or more distinct n. ``c0`` is the fixed
+    per-step overhead, ``s`` the slope where the n-dependent part dominates; ``dominated_from`` is the
+    smallest fitted n where ``c1 n^s >= 10 c0`` (NaN: the overhead dominates over the whole fitted
+    range, and ``s`` says little). Returns ``*by, metric, c0, c1, s, n_min, n_max, points, dominated_from,
+    max_rel_err``.
+    """
+    by = list(by)
+    exps = np.round(np.arange(0.0, 3.0001, 0.01), 2) if exponents is None else np.asarray(exponents, float)
+    cols = [*by, "metric", "c0", "c1", "s", "n_min", "n_max", "points", "dominated_from", "max_rel_err"]
+    rows = []
+    v = runs[y].astype(float)
+    ok = runs[np.isfinite(v) & (v > 0) & (runs["n"].astype(float) > 0)]
+    for key, g in ok.groupby(by, sort=True, dropna=False):
+        med = g.groupby("n")[y].median()
+        if len(med) < 3:
+            continue
+        n, t = med.index.to_numpy(dtype=float), med.to_numpy(dtype=float)
+        w = 1.0 / t
+        best = None
+        for e in exps:
+            X = np.stack([np.ones_like(n), n ** e], axis=1) * w[:, None]
+            rhs = t * w
+            cands = []
+            if e > 0:  # at s = 0 both terms are the constant: the overhead alone below
+                coef = np.linalg.lstsq(X, rhs, rcond=None)[0]
+                if (coef >= 0).all():
+                    cands.append(coef)
+            for j in (0, 1):  # one term only (the boundary of c >= 0)
+                c = float(X[:, j] @ rhs / (X[:, j] @ X[:, j]))
+                cands.append(np.array([c, 0.0]) if j == 0 else np.array([0.0, c]))
+            for c in cands:
+                err = float(np.sum((X @ c - rhs) ** 2))
+                if best is None or err < best[0] - 1e-15:
+                    best = (err, float(e), float(max(c[0], 0.0)), float(max(c[1], 0.0)))
+        _, e, c0, c1 = best
+        model = c0 + c1 * n ** e
+        dom = n[c1 * n ** e >= 10 * c0]
+        rows.append({**dict(zip(by, key)), "metric": y, "c0": c0, "c1": c1, "s": e, "n_min": int(n.min()),
+                     "n_max": int(n.max()), "points": len(n), "dominated_from": float(dom.min()) if dom.size else np.nan,
+                     "max_rel_err": float(np.max(np.abs(model / t - 1)))})
+    return pd.DataFrame(rows, columns=cols)
+
+
 def time_to_eps_matrix(runs: pd.DataFrame) -> pd.DataFrame:
     """t[p, m]: median over seeds of ``time_to_eps`` per instance p and method_label m, unsolved = inf.
 
@@ -497,9 +549,14 @@ def _uniq(series: pd.Series) -> str:
 
 
 def _per_step(runs: pd.DataFrame, col: str) -> pd.Series:
-    """Oracle calls per iteration (the count at x0 and in the set-up included: a small-iteration bias)."""
+    """Oracle calls per step: the runner's ``<oracle>_per_step`` (counts at x0 and in the set-up left out),
+    else, for older stores, the final count / iterations."""
+    per = f"{col[2:]}_per_step"
     it = runs["iterations"].astype(float)
-    return runs[col].astype(float) / it.where(it > 0)
+    rough = runs[col].astype(float) / it.where(it > 0)
+    if per in runs:
+        return pd.to_numeric(runs[per], errors="coerce").astype(float).fillna(rough)
+    return rough
 
 
 def section_leaderboard(runs: pd.DataFrame) -> Section:
@@ -731,7 +788,37 @@ def section_scaling(runs: pd.DataFrame, colours) -> Section:
             floats="{:.4f}",
         )
     )
-    sec.intro = "A slope of 1 means cost linear in n, 2 quadratic; runs with zero state are left out of the memory fit."
+    fits = fit_overhead_power(runs, "median_step_s")
+    if not fits.empty:
+        ft = fits[[*SCALING_KEYS, "method_label", "c0", "s", "c1", "n_min", "n_max", "points", "dominated_from",
+                   "max_rel_err"]].rename(columns={"c0": "overhead c0 (s)", "s": "slope s", "dominated_from":
+                                                   "n with c1 n^s >= 10 c0 from", "max_rel_err": "max rel. error"})
+        sec.blocks.append(_table(
+            "Fit of the median time per step t(n) = c0 + c1 n^s over the fitted range n_min..n_max (per-n medians, "
+            "relative least squares, c0, c1 >= 0): c0 is the fixed per-step overhead; the slope s means something "
+            "only from the n where c1 n^s >= 10 c0 (empty: the overhead dominates the whole range)",
+            ft, "table-overhead-fit", floats="{:.4g}"))
+    cost = runs.assign(
+        **{"grads/step": _per_step(runs, "n_grads"), "hvps/step": _per_step(runs, "n_hvps"),
+           "losses/step": _per_step(runs, "n_losses"), "sample grads/step": _per_step(runs, "n_sample_grads")})
+    multi_n = cost.groupby(SCALING_KEYS, dropna=False)["n"].transform("nunique") > 1
+    cost = cost[multi_n]
+    if len(cost):
+        ct = (cost.groupby([*SCALING_KEYS, "eps", "method_label", "n"], dropna=False)
+              .agg(step_s=("median_step_s", "median"), grad_s=("grad_s", "median"),
+                   step_cost_grads=("step_cost_grads", "median"), state_bytes=("state_bytes", "median"),
+                   **{c: (c, "median") for c in ("grads/step", "hvps/step", "losses/step", "sample grads/step")})
+              .reset_index()
+              .rename(columns={"step_s": "median step (s)", "grad_s": "gradient (s)",
+                               "step_cost_grads": "step / gradient"}))
+        sec.blocks.append(_table(
+            "Cost of a step in gradients: median step time / the time of one full gradient measured in the same "
+            "process just before the run (cache cleared before each timed gradient), state bytes, and oracle "
+            "calls per step (the calls at x0 and in the method's set-up left out)",
+            ct, "table-step-cost", floats="{:.4g}"))
+    sec.intro = ("A slope of 1 means cost linear in n, 2 quadratic; runs with zero state are left out of the memory "
+                 "fit. The straight log-log slopes above are fitted over the whole range, where a fixed per-step "
+                 "overhead can dominate small n: read them with the overhead fit below.")
     return sec
 
 

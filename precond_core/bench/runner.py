@@ -235,6 +235,8 @@ def run_cell(cell: Cell) -> CellResult:
         "n_solves": int(counts["n_solves"][-1]), "n_losses": int(counts["n_losses"][-1]),
         "n_sample_grads": int(counts["n_sample_grads"][-1]),
         "setup_s": float(getattr(trace, "setup_s", 0.0)), "constants_s": float(constants_s),
+        **{f"{c[2:]}_per_step": (float(counts[c][-1] - counts[c][0]) / (n_iter - 1) if n_iter > 1 else math.nan)
+           for c in ("n_grads", "n_hvps", "n_losses", "n_sample_grads")},  # oracle calls per step, x0 and set-up off
         **machine_info(cell.device),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"),
         "suite": cell.suite,
