@@ -83,13 +83,18 @@ def test_report_builds_without_runtime_warnings(tmp_path):
              for n in (100, 300, 1000) for m in ("gd", "adagrad") for s in (0, 1)]
     cells += [Cell("logistic", {"n_samples": 40, "n_features": 5}, m, {}, seed=s, eps=1e-6, max_iters=50, suite="t")
               for m in ("gd", "newton", "lbfgs") for s in (0, 1, 2)]
-    summary = run_sweep(("t", cells), tmp_path / "store", git=("a" * 40, False), progress=False, log=lambda m: None)
-    assert not summary.failed
+    for commit in ("a" * 40, "b" * 40):  # the same code at two "commits": the history compares them
+        summary = run_sweep(("t", cells), tmp_path / "store", git=(commit, False), progress=False, log=lambda m: None)
+        assert not summary.failed and len(summary.stored) == len(cells)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         page = R.build_report(tmp_path / "store", tmp_path / "site" / "index.html", asv_results_dir=tmp_path / "x",
                               benchmark_dir=tmp_path / "x")
     html = page.read_text()
-    for tid in ("table-leaderboard", "table-step-cost", "table-overhead-fit", "table-stop-reasons-per-instance"):
+    for tid in ("table-leaderboard", "table-step-cost", "table-overhead-fit", "table-stop-reasons-per-instance",
+                "table-commit-compare"):
         assert f'id="{tid}"' in html, tid
     assert html.index('id="table-leaderboard"') < html.index("<img")
+    assert "bbbbbbbbbb (B) against aaaaaaaaaa (A)" in html and "noise level" in html
+    body = html.split('id="table-commit-compare"')[1].split("</table>")[0]
+    assert "changed" not in body and "seed " not in body  # same code: iteration counts identical

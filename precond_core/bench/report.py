@@ -988,7 +988,7 @@ def section_theory(runs: pd.DataFrame, colours) -> Section:
     return sec
 
 
-def section_store_history(runs: pd.DataFrame, colours=None) -> Section:
+def section_store_history(runs: pd.DataFrame, colours=None, iters: pd.DataFrame | None = None) -> Section:
     sec = Section("store-history", "History over commits: results store")
     if "git_commit" not in runs or runs["git_commit"].nunique() < 2:
         sec.note = HOW_TO["store_history"]
@@ -1035,7 +1035,40 @@ def section_store_history(runs: pd.DataFrame, colours=None) -> Section:
     wide = wide[wide.notna().sum(axis=1) >= 2].reset_index()  # only what was measured at two or more commits
     wide.columns.name = None
     sec.blocks.append(_table("Median time per step (s) per commit (oldest first)", wide, "table-store-history"))
+    if iters is not None and "git_commit" in iters and len(order) >= 2:
+        sec.blocks.append(_commit_comparison(r, iters, order.index[-2], order.index[-1]))
     return sec
+
+
+def _commit_comparison(runs: pd.DataFrame, iters: pd.DataFrame, old: str, new: str) -> Table:
+    """The newest commit against the one before, with ``precond-bench compare``'s statistics."""
+    from .compare import compare_runs, format_noise
+
+    def side(c):
+        rr = runs[runs["git_commit"] == c].sort_values("timestamp", kind="stable").drop_duplicates("run_id", keep="last")
+        it = iters[(iters["git_commit"] == c) & iters["run_id"].isin(set(rr["run_id"]))]
+        return rr, it.drop_duplicates(["run_id", "iter"], keep="last")
+
+    (ra, ia), (rb, ib) = side(old), side(new)
+    cmp = compare_runs(ra, ia, rb, ib)
+    t = cmp.table
+
+    def ci(r, lo, hi, status):
+        if not np.isfinite(r):
+            return status
+        return f"{r:.3g} [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) and np.isfinite(hi) else f"{r:.3g} ({status})"
+
+    frame = pd.DataFrame({
+        "problem": t["problem"], "dataset": t["dataset"], "method": t["method_label"], "n": t["n"],
+        "eps": t["eps"], "runs": t["runs"],
+        "step time B/A": [ci(*v) for v in zip(t["step_ratio"], t["step_lo"], t["step_hi"], t["step"])],
+        "time to eps B/A": [ci(*v) for v in zip(t["tte_ratio"], t["tte_lo"], t["tte_hi"], t["time_to_eps"])],
+        "iterations": t["iters_to_eps"], "flagged": t["regression"]})
+    return _table(
+        f"{_short(new)} (B) against {_short(old)} (A), as `precond-bench compare` computes it: ratio of medians "
+        f"with a 95% bootstrap interval, flagged only when the whole interval lies above {cmp.threshold:g}; "
+        f"{cmp.n_flagged} of {len(t)} cells flagged; {format_noise(cmp.noise)}",
+        frame, "table-commit-compare")
 
 
 def section_asv(asv: pd.DataFrame) -> Section:
@@ -1071,6 +1104,12 @@ def section_asv(asv: pd.DataFrame) -> Section:
     ).reset_index()
     summ["last/first"] = summ["last"] / summ["first"]
     sec.blocks.append(_table("asv: first and latest value per benchmark and parameters", summ, "table-asv"))
+    sec.intro = (
+        "asv and pytest-benchmark time the same bodies (benchmarks/cases.py); a full `asv run` and pytest-benchmark "
+        "agree on the median (`python benchmarks/asv_vs_pytest.py` prints both for the gradient). A result of "
+        "`asv run --quick` is one call (number = 1, repeat = 1, no warm-up: asv's quick mode), a cold first call "
+        "that can read several times slower than the medians of pytest-benchmark: do not compare the two then."
+    )
     return sec
 
 
@@ -1143,6 +1182,7 @@ def collect_sections(
     run_id (``current_runs``), so a run repeated at a later commit is counted once.
     """
     runs = _normalize_runs(runs) if "device_type" not in runs else runs
+    all_iters = iters
     current, iters = current_runs(runs, iters)
     colours = F.palette(runs["method_label"].astype(str))  # all commits: one colour per label everywhere
     return [
@@ -1154,7 +1194,7 @@ def collect_sections(
         section_profile(current, colours),
         section_devices(current),
         section_theory(current, colours),
-        section_store_history(runs, colours),
+        section_store_history(runs, colours, all_iters),
         section_asv(asv if asv is not None else pd.DataFrame()),
         section_pytest_benchmark(pb if pb is not None else pd.DataFrame()),
     ]
