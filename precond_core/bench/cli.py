@@ -175,9 +175,9 @@ def cmd_list(args) -> int:
         if names is None:
             raise UserError("this precond_core has no dataset registry")
         try:
-            from precond_core.datasets import registry as _reg
+            from precond_core.datasets.registry import registry as _registry
 
-            reg = _reg.registry()
+            reg = _registry()
         except Exception:
             reg = {}
         from .grid import dataset_availability, fetch_command
