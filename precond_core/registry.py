@@ -7,6 +7,7 @@ tests in ``tests/test_methods.py`` (parametrized over this registry).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -116,6 +117,99 @@ _register(MethodInfo("lbfgs", "L-BFGS two-loop inverse-Hessian approximation", {
                      ("armijo", "fixed")), lambda memory: P.LBFGS(memory))
 
 
+# -- parameter validation (table-driven) --------------------------------------------------------------
+class ParamError(ValueError):
+    """A method parameter that is refused; ``param`` names it."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _pos_int(v):
+    return None if _is_int(v) and v >= 1 else "a positive integer"
+
+
+def _pos_int_or_none(v):
+    return None if v is None else _pos_int(v)
+
+
+def _pos_num(v):
+    return None if _is_num(v) and v > 0 else "a finite number > 0"
+
+
+def _pos_num_or_none(v):
+    return None if v is None else _pos_num(v)
+
+
+def _nonneg_num(v):
+    return None if _is_num(v) and v >= 0 else "a finite number >= 0"
+
+
+def _unit_open(v):
+    return None if _is_num(v) and 0 < v < 1 else "a number in (0, 1)"
+
+
+def _unit_halfopen(v):
+    return None if _is_num(v) and 0 <= v < 1 else "a number in [0, 1)"
+
+
+def _blocks(v):
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)) and v and all(_is_int(b) and b >= 1 for b in v):
+        return None
+    return "None or a non-empty list of positive integers (block sizes)"
+
+
+def _choice(*options):
+    def check(v):
+        return None if v in options else f"one of {list(options)}"
+    return check
+
+
+#: parameter name -> check(value) -> None when allowed, else what is expected. Keyed by name, the same
+#: rule for every method that takes the parameter; a method-specific rule is keyed "method.param".
+PARAM_RULES: dict[str, Callable[[Any], str | None]] = {
+    "k": _pos_int_or_none, "blocks": _blocks, "samples": _pos_int, "update_every": _pos_int, "b": _pos_int,
+    "probes": _pos_int, "rank": _pos_int, "memory": _pos_int,
+    "delta": _nonneg_num, "damping": _nonneg_num, "lambda_max": _pos_num_or_none, "beta2": _unit_halfopen,
+    "form": _choice(*P.UniformDirection.FORMS), "variant": _choice(*P.AdaGradBMA.VARIANTS),
+    "hutchinson.beta": _unit_halfopen,
+    # step rules
+    "lr": _pos_num_or_none, "c": _unit_open, "beta": _unit_open, "M": _pos_num_or_none, "sigma": _pos_num_or_none,
+    "gamma0": _pos_num, "grow": lambda v: None if _is_num(v) and v >= 1 else "a number >= 1",
+    "shrink": _unit_open, "eps": _pos_num, "beta1": _unit_halfopen,
+}
+
+#: (method, parameter) -> condition(resolved params) -> reason the parameter has no effect (or None).
+#: Rule: a parameter given explicitly where it has no effect is refused (ValueError naming it and why),
+#: so two labels never name the same run; left at its default it is not shown in the label.
+NO_EFFECT: dict[tuple[str, str], Callable[[dict], str | None]] = {
+    ("uniform_direction", "delta"): lambda p: None if p["form"] == "regularized" else
+    f"delta has no effect with form={p['form']!r} (only form='regularized' adds delta I)",
+    ("adagrad_bma", "damping"): lambda p: None if p["variant"] != "exact" else
+    "damping has no effect with variant='exact' (it damps the factor F of variant='scaled')",
+}
+
+
+def _check_param(method: str, key: str, value) -> None:
+    rule = PARAM_RULES.get(f"{method}.{key}") or PARAM_RULES.get(key)
+    if rule is None:
+        return
+    want = rule(value)
+    if want is not None:
+        raise ParamError(f"method {method!r}: {key}={value!r} is not allowed; {key} must be {want}", key)
+
+
 def list_methods() -> list[str]:
     """Registered method names, sorted."""
     return sorted(_REGISTRY)
@@ -130,19 +224,38 @@ def method_info(name: str) -> MethodInfo:
 def make_method(name: str, **params) -> Method:
     """Build a registered method; ``params`` are the method's own and its step rule's (see ``method_info``).
 
-    Raises ``ValueError`` naming an unknown method or parameter and listing what is allowed.
+    Every parameter is checked up front (``PARAM_RULES``: type and range, e.g. ``k`` a positive integer
+    or None); a parameter given explicitly where it has no effect (``NO_EFFECT``: ``delta`` with
+    ``form="raw"``, ``damping`` with ``variant="exact"``) is refused with the reason. Raises
+    :class:`ParamError` (a ``ValueError``; ``.param`` names the parameter) naming an unknown method or
+    parameter and listing what is allowed.
     """
     info = method_info(name)
     factory = _REGISTRY[name][1]
+    params = dict(params)
     step = params.pop("step", None) or info.step
     if step not in info.steps:
-        raise ValueError(f"step={step!r} is not allowed for method {name!r}; allowed: {', '.join(info.steps)}")
+        raise ParamError(f"step={step!r} is not allowed for method {name!r}; allowed: {', '.join(info.steps)}",
+                         "step")
     allowed = info.all_params(step)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for method {name!r} with step={step!r}; "
-                         f"allowed: {', '.join(sorted(allowed)) or '(none)'} and step")
+        import difflib
+        hints = [f"did you mean {h[0]!r} for {u!r}?" for u in unknown
+                 if (h := difflib.get_close_matches(u, list(allowed) + ["step"], n=1))]
+        raise ParamError(f"unknown parameter(s) {', '.join(unknown)} for method {name!r} with step={step!r}; "
+                         f"allowed: {', '.join(sorted(allowed)) or '(none)'} and step"
+                         + (f" ({'; '.join(hints)})" if hints else ""), unknown[0])
+    for key, value in params.items():
+        _check_param(name, key, value)
     resolved = {**allowed, **params}
+    if info.blocks and resolved.get("k") is not None and resolved.get("blocks") is not None:
+        raise ParamError(f"method {name!r}: give k or blocks, not both", "blocks")
+    for (mname, key), cond in NO_EFFECT.items():
+        if mname == name and key in params:
+            why = cond(resolved)
+            if why:
+                raise ParamError(f"method {name!r}: {why}; remove {key}", key)
     pre = factory(**{k: resolved[k] for k in info.params})
     step_kwargs = {k: resolved[k] for k in STEP_PARAMS[step]}
     if step == "power" and name != "adam":
@@ -161,4 +274,5 @@ def resolve_method(method) -> Method:
     raise ValueError(f"method must be a registered name or a Method from make_method, got {type(method).__name__}")
 
 
-__all__ = ["MethodInfo", "Method", "list_methods", "method_info", "make_method", "resolve_method", "STEP_PARAMS"]
+__all__ = ["MethodInfo", "Method", "list_methods", "method_info", "make_method", "resolve_method", "STEP_PARAMS",
+           "PARAM_RULES", "NO_EFFECT", "ParamError"]

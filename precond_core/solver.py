@@ -22,16 +22,38 @@ STOP_REASONS = ("converged", "max_iters", "timeout", "diverged")
 
 
 def check_compatible(problem: Problem, method: Method) -> None:
-    """Raise ``ValueError`` when ``method`` cannot run on ``problem`` (size limit or missing capability)."""
+    """Raise ``ValueError`` with the reason when ``method`` cannot run on ``problem``: a dense method above
+    its size limit, an oracle capability the problem lacks (its class does not implement it, or the
+    problem's ``provides(capability)`` says no, as for ``from_function`` without per-sample losses), more
+    blocks than coordinates, or a step rule whose default needs a constant the problem does not know
+    (``step="fixed"`` without ``lr`` needs L; ``step="regularized"`` without ``M`` needs the problem's M)."""
     info = method.info
     if info.max_n is not None and problem.n > info.max_n:
         raise ValueError(f"method {method.name!r} keeps dense n x n curvature and is limited to n <= {info.max_n}; "
                          f"problem {problem.name!r} has n={problem.n}")
-    cap = {"per_sample_grads": "per_sample_grads", "model_sample_grads": "model_sample_grads",
-           "kfac_factors": "kfac_factors"}
+    cap = ("per_sample_grads", "model_sample_grads", "kfac_factors", "hvp")
+    provides = getattr(problem, "provides", None)
     for need in info.needs:
-        if need in cap and getattr(type(problem), cap[need]) is getattr(Problem, cap[need]):
-            raise ValueError(f"method {method.name!r} needs {need} which problem {problem.name!r} does not provide")
+        missing = need in cap and getattr(type(problem), need, None) is getattr(Problem, need, None)
+        if not missing and callable(provides):
+            missing = not provides(need)
+        if missing:
+            hint = (" (from_function: pass per_sample= or sample_loss= with data=)"
+                    if need == "per_sample_grads" and callable(provides) else "")
+            raise ValueError(f"method {method.name!r} needs {need} which problem {problem.name!r} does not "
+                             f"provide{hint}")
+    params = method.params
+    k = params.get("k") if info.blocks else None
+    if k is not None and k > problem.n:
+        raise ValueError(f"method {method.name!r}: k={k} blocks > n={problem.n} coordinates of problem "
+                         f"{problem.name!r}")
+    step = params.get("step")
+    if step == "fixed" and params.get("lr") is None and getattr(problem, "L", None) is None:
+        raise ValueError(f"method {method.name!r} with step='fixed' defaults to lr = 1/L, but problem "
+                         f"{problem.name!r} has no known smoothness constant L; pass lr=... or step='armijo'")
+    if step == "regularized" and params.get("M") is None and getattr(problem, "M", None) is None:
+        raise ValueError(f"method {method.name!r} with step='regularized' needs M: problem {problem.name!r} "
+                         "has no known Hessian Lipschitz constant; pass M=... or use step='adaptive'")
 
 
 class Solver:

@@ -142,8 +142,8 @@ def test_bundled_suites_validate():
     ('[[problems]]\nname = "logistic"\ndataset = "no_such_data"\n[[methods]]\nname = "gd"\n',
      "[[problems]] #1", "'dataset'"),
     ('[defaults]\nepsilon = 1\n[[problems]]\nname = "logistic"\n[[methods]]\nname = "gd"\n', "[defaults]", "'epsilon'"),
-    ('[defaults]\neps = 0\n[[problems]]\nname = "logistic"\n[[methods]]\nname = "gd"\n', "[[problems]] #1", "'eps'"),
-    ('[defaults]\ndtype = "float16"\n[[problems]]\nname = "logistic"\n[[methods]]\nname = "gd"\n', "[[problems]] #1",
+    ('[defaults]\neps = 0\n[[problems]]\nname = "logistic"\n[[methods]]\nname = "gd"\n', "[defaults]", "'eps'"),
+    ('[defaults]\ndtype = "float16"\n[[problems]]\nname = "logistic"\n[[methods]]\nname = "gd"\n', "[defaults]",
      "'dtype'"),
 ])
 def test_bad_grid_names_file_table_and_key(tmp_path, snippet, table, key):

@@ -1,7 +1,7 @@
 """``precond-bench`` / ``python -m precond_core.bench``: run, report, list and compare benchmark results.
 
-User errors (unknown suite, method or parameter, a store that cannot be read, no results) print one
-message on stderr and exit with status 2; a sweep with failed cells exits 1; Ctrl-C exits 130 after the
+User errors (unknown suite, method or parameter, a store that cannot be read, no results) print their
+message on stderr (a grid file: every problem found, one per line) and exit with status 2; a sweep with failed cells exits 1; Ctrl-C exits 130 after the
 finished cells are stored.
 """
 from __future__ import annotations
@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list methods, problems, datasets or suites")
     ls.add_argument("what", choices=("methods", "problems", "datasets", "suites"))
 
+    st = sub.add_parser("store", help="check a results store for unreadable or orphaned parts, or repair it")
+    st.add_argument("action", choices=("check", "repair"),
+                    help="check: list bad parts (exit 1 when any); repair: move them to quarantine/ in the store")
+    st.add_argument("--store", type=Path, default=None)
+
     c = sub.add_parser("compare", help="noise-aware ratios B/A per matching cell between two commits or stores",
                        description="Ratios B/A per cell (seeds pooled) with bootstrap intervals; a regression is "
                                    "flagged only when the whole interval lies above --threshold, iteration counts "
@@ -74,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "report": cmd_report, "list": cmd_list, "compare": cmd_compare}[args.command](args)
+        return {"run": cmd_run, "report": cmd_report, "list": cmd_list, "compare": cmd_compare,
+                "store": cmd_store}[args.command](args)
     except (UserError, GridError, StoreError) as exc:
         print(f"precond-bench {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -94,11 +100,12 @@ def cmd_run(args) -> int:
     if args.max_cells < 0:
         raise UserError(f"--max-cells must be >= 0, got {args.max_cells}")
     store_dir = args.store or default_store()
-    suite, cells = load_grid(args.grid)  # validates everything before anything runs
+    suite, cells = load_grid(args.grid)  # validates everything (all problems at once) before anything runs
     if args.dry_run:
         import socket
 
         store = Store(store_dir)
+        store.validate()  # what a real run checks first (read only)
         commit, _ = git_info()
         plan = plan_sweep(suite, cells, store, git_commit=commit, machine=socket.gethostname(), rerun=args.rerun)
         for c in plan.todo:
@@ -161,8 +168,10 @@ def cmd_list(args) -> int:
                 flags.append(f"dense, n <= {getattr(info, 'max_n', '?')}")
             if getattr(info, "needs", ()):
                 flags.append("needs " + ",".join(info.needs))
-            params = ", ".join(f"{a}={v!r}" for a, v in (getattr(info, "params", {}) or {}).items())
-            rows.append((name, f"{getattr(info, 'summary', '')}  [{'; '.join(flags)}]  ({params})"))
+            allp = info.all_params() if hasattr(info, "all_params") else (getattr(info, "params", {}) or {})
+            params = ", ".join(f"{a}={v!r}" for a, v in {"step": info.step, **allp}.items())
+            steps = "steps " + "|".join(getattr(info, "steps", ()) or ())
+            rows.append((name, f"{getattr(info, 'summary', '')}  [{'; '.join(flags + [steps])}]  ({params})"))
     elif args.what == "problems":
         from precond_core import problems
 
@@ -176,14 +185,27 @@ def cmd_list(args) -> int:
         if names is None:
             raise UserError("this precond_core has no dataset registry")
         try:
-            from precond_core.datasets import registry as _reg
+            from precond_core.datasets.registry import registry as _registry
 
-            reg = _reg.registry()
+            reg = _registry()
         except Exception:
             reg = {}
+        from .grid import dataset_availability, fetch_command
+
+        avail = dataset_availability()
         for name in names:
             e = reg.get(name)
-            rows.append((name, f"{e.task}, {e.n_samples} x {e.n_features}, {e.license}" if e else ""))
+            desc = f"{e.task}, {e.n_samples} x {e.n_features}, {e.license}" if e else ""
+            a = avail.get(name)
+            if a is not None and a:
+                where = a.where or ""
+                size = _size_text(where)
+                desc += f"  [on disk: {where}{', ' + size if size else ''}]"
+            elif a is not None:
+                kind = getattr(e, "kind", "") if e else ""
+                fetch = f"; fetch: {fetch_command(name)}" if kind == "download" else ""
+                desc += f"  [not on disk{fetch}]"
+            rows.append((name, desc))
     else:
         from .grid import list_suites
 
@@ -191,6 +213,43 @@ def cmd_list(args) -> int:
     width = max((len(r[0]) for r in rows), default=0)
     for name, desc in rows:
         print(f"{name:<{width}}  {desc}".rstrip())
+    return EXIT_OK
+
+
+def _size_text(where: str) -> str:
+    p = Path(where) if where else None
+    try:
+        if p is None or not p.exists():
+            return ""
+        size = p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    except OSError:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+# -- store ----------------------------------------------------------------------------------------------
+def cmd_store(args) -> int:
+    from .store import Store
+
+    store = Store(args.store or default_store())
+    if not store.path.is_dir():
+        raise UserError(f"store {store.path} does not exist")
+    if args.action == "check":
+        bad = store.check_parts()
+        for p, why in bad:
+            print(f"{p}: {why}")
+        print(f"{len(bad)} bad part(s) in {store.path}" + ("; `precond-bench store repair` moves them to "
+                                                          "quarantine/" if bad else ""), file=sys.stderr)
+        return EXIT_FAIL if bad else EXIT_OK
+    qdir, moved = store.repair()
+    for p, why in moved:
+        print(f"{p}: {why}")
+    print(f"moved {len(moved)} part(s) to {qdir}; the next run redoes those cells" if moved
+          else f"nothing to repair in {store.path}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -80,7 +80,12 @@ class Cell:
 
     @property
     def dataset(self) -> str:
-        return self.problem_params.get("dataset") or ""
+        """The data set's label: its registry name, or the file name of a dataset given by path."""
+        ds = self.problem_params.get("dataset")
+        if not ds:
+            return ""
+        from precond_core.problems.registry import dataset_label
+        return dataset_label(ds)
 
     def key(self) -> dict:
         """Everything that fixes the result (not the suite, not the time budget)."""
@@ -154,73 +159,140 @@ def _expand(table: dict) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
 
 
-def load_grid(source: str | Path, *, validate: bool = True) -> tuple[str, list[Cell]]:
+def load_grid(source: str | Path, *, validate: bool = True, check_data: bool | None = None) -> tuple[str, list[Cell]]:
     """Read a suite name or TOML path; return ``(suite_name, cells)`` in a deterministic order.
 
     A file is one grid (top-level ``[[problems]]`` and ``[[methods]]``) or several (``[[sweep]]`` blocks,
     each with its own ``[[sweep.problems]]``, ``[[sweep.methods]]`` and optional ``[sweep.defaults]``
     over the file's ``[defaults]``). Everything is validated before anything runs: unknown tables or keys,
-    unknown problem, dataset, method or parameter raise :class:`GridError` naming the file, the table and
-    the key. A cell listed twice (same ``run_id``) is kept once.
+    unknown problem, factory, dataset, method or parameter, values out of range, and (``check_data``,
+    default ``validate``) data sets that are not on this machine. All problems of the file are reported
+    at once in one :class:`GridError`, one line each, naming the file, the table and the key, with a
+    "did you mean" where a known name is close. A cell listed twice (same ``run_id``) is kept once.
     """
     path = resolve_grid_path(source)
     data = _read_toml(path)
     where = str(path)
     suite = path.stem
+    check_data = validate if check_data is None else check_data
+    errors: list[str] = []
+
+    def fail(msg: str) -> None:
+        if msg not in errors:
+            errors.append(msg)
+
     unknown = set(data) - {"suite", "defaults", "problems", "methods", "sweep"}
-    if unknown:
-        raise GridError(f"{where}: unknown top-level table(s) {sorted(unknown)}; allowed: "
-                        "[suite], [defaults], [[problems]], [[methods]], [[sweep]]")
-    defaults = _defaults(dict(_DEFAULTS), data.get("defaults", {}), where, "[defaults]")
+    for key in sorted(unknown):
+        fail(f"{where}: unknown top-level table {key!r}{_hint(key, _TOP)}; allowed: "
+             "[suite], [defaults], [[problems]], [[methods]], [[sweep]]")
+    defaults = _defaults(dict(_DEFAULTS), data.get("defaults", {}), where, "[defaults]", fail)
     if "sweep" in data:
-        if "problems" in data or "methods" in data:
-            raise GridError(f"{where}: use either top-level [[problems]]/[[methods]] or [[sweep]] blocks, not both")
         blocks = data["sweep"]
+        if "problems" in data or "methods" in data:
+            fail(f"{where}: use either top-level [[problems]]/[[methods]] or [[sweep]] blocks, not both")
         if not isinstance(blocks, list) or not blocks or not all(isinstance(t, dict) for t in blocks):
-            raise GridError(f"{where}: [[sweep]] must be one or more tables")
+            fail(f"{where}: [[sweep]] must be one or more tables")
+            blocks = []
     else:
         blocks = [{"problems": data.get("problems"), "methods": data.get("methods")}]
     cells: list[Cell] = []
     seen = set()
     for j, block in enumerate(blocks):
         prefix = f"[[sweep]] #{j + 1} " if "sweep" in data else ""
-        extra = set(block) - {"name", "description", "defaults", "problems", "methods"}
-        if extra:
-            raise GridError(f"{where}: table {prefix.strip()}: unknown key(s) {sorted(extra)}; allowed: name, "
-                            "description, defaults, problems, methods")
-        bdefaults = _defaults(dict(defaults), block.get("defaults", {}), where, f"{prefix}[defaults]")
+        allowed = ("name", "description", "defaults", "problems", "methods")
+        for key in sorted(set(block) - set(allowed)):
+            fail(f"{where}: table {prefix.strip()}, key {key!r}: unknown key{_hint(key, allowed)}; allowed: "
+                 f"{', '.join(allowed)}")
+        bdefaults = _defaults(dict(defaults), block.get("defaults", {}), where, f"{prefix}[defaults]", fail)
         for cell in _grid_cells(block.get("problems"), block.get("methods"), bdefaults, where, prefix, suite,
-                                validate):
+                                validate, check_data, fail):
             if cell.run_id not in seen:
                 seen.add(cell.run_id)
                 cells.append(cell)
+    if errors:
+        head = f"{where}: {len(errors)} problem(s) in the grid file:" if len(errors) > 1 else ""
+        raise GridError("\n".join(([head] if head else []) + [f"  {e}" if head else e for e in errors]))
     return suite, cells
 
 
-def _defaults(base: dict, table, where: str, label: str) -> dict:
+_TOP = ("suite", "defaults", "problems", "methods", "sweep")
+
+
+def _hint(word: str, candidates) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_run_value(key: str, val) -> str | None:
+    """Why the run setting ``key = val`` (a value or a list of them) is not allowed, or ``None``."""
+    vals = val if isinstance(val, list) else [val]
+    if key in ("dtype", "device", "eps", "max_iters", "seeds") and isinstance(val, list) and not val:
+        return "an empty list gives no cells"
+    for v in vals:
+        if key == "dtype" and v not in DTYPES:
+            return f"{v!r} is not allowed; use one of {list(DTYPES)}{_hint(v, DTYPES)}"
+        if key == "device" and (not isinstance(v, str) or v.split(":")[0] not in ("cpu", "cuda", "mps")):
+            return f"{v!r} is not allowed; use 'cpu', 'cuda' or 'cuda:<i>'"
+        if key == "eps" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+            return f"{v!r} must be a number > 0"
+        if key == "max_iters" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            return f"{v!r} must be a positive integer"
+        if key == "seeds" and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            return f"{v!r} must be a non-negative integer"
+    if key == "threads" and val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
+        return f"{val!r} must be a positive integer"
+    if key == "max_seconds" and val is not None and (isinstance(val, bool) or not isinstance(val, (int, float))
+                                                     or val <= 0):
+        return f"{val!r} must be a positive number"
+    return None
+
+
+def _defaults(base: dict, table, where: str, label: str, fail) -> dict:
     if not isinstance(table, dict):
-        raise GridError(f"{where}: {label} must be a table")
+        fail(f"{where}: {label} must be a table")
+        return base
     for key, val in table.items():
         if key == "seed":
             key = "seeds"
         if key not in RUN_KEYS:
-            raise GridError(f"{where}: table {label}, key {key!r}: unknown setting; allowed: {list(RUN_KEYS)}")
+            fail(f"{where}: table {label}, key {key!r}: unknown setting{_hint(key, RUN_KEYS)}; "
+                 f"allowed: {list(RUN_KEYS)}")
+            continue
+        why = _check_run_value(key, val)
+        if why:
+            fail(f"{where}: table {label}, key {key!r}: {why}")
+            continue
         base[key] = val
     return base
 
 
-def _grid_cells(problems, methods, defaults: dict, where: str, prefix: str, suite: str, validate: bool):
+def _grid_cells(problems, methods, defaults: dict, where: str, prefix: str, suite: str, validate: bool,
+                check_data: bool, fail):
+    ok = True
     for name, tabs in (("problems", problems), ("methods", methods)):
         if not tabs or not isinstance(tabs, list) or not all(isinstance(t, dict) for t in tabs):
-            raise GridError(f"{where}: {prefix}needs at least one [[{name}]] table")
+            fail(f"{where}: {prefix}needs at least one [[{name}]] table")
+            ok = False
+    if not ok:
+        return
+
     def entries(kind, tabs, check):  # [(name, params, run overrides, label)] of every expanded table
         out = []
         for i, tab in enumerate(tabs):
             label = f"{prefix}[[{kind}]] #{i + 1}"
             for combo in _expand(tab):
-                name, params, over = _split(combo, where, label)
-                if validate:
-                    check(name, params, where, label)
+                try:
+                    name, params, over = _split(combo, where, label, kind)
+                    if validate:
+                        check(name, params, where, label, check_data) if kind == "problems" else \
+                            check(name, params, where, label)
+                except GridError as exc:
+                    for line in str(exc).splitlines():
+                        fail(line)
+                    continue
                 out.append((name, params, over, label))
         return out
 
@@ -229,52 +301,45 @@ def _grid_cells(problems, methods, defaults: dict, where: str, prefix: str, suit
     for pname, pparams, pover, plabel in prob_entries:
         for mname, mparams, mover, mlabel in meth_entries:
             run = {**defaults, **pover, **mover}
-            settings = _run_settings(run, where, f"{plabel} x {mlabel}")
+            settings = _run_settings(run)
             for dtype, device, eps, max_iters, seed in itertools.product(*settings):
                 yield Cell(pname, pparams, mname, mparams, device=device, dtype=dtype, seed=seed, eps=eps,
                            max_iters=max_iters, max_seconds=run["max_seconds"], threads=run["threads"],
                            suite=suite)
 
 
-def _split(combo: dict, where: str, label: str) -> tuple[str, dict, dict]:
+def _split(combo: dict, where: str, label: str, kind: str = "methods") -> tuple[str, dict, dict]:
     combo = dict(combo)
     name = combo.pop("name", None)
-    if not isinstance(name, str) or not name:
-        raise GridError(f"{where}: table {label}, key 'name': missing or not a string")
+    factory = combo.pop("factory", None) if kind == "problems" else None
+    errs = []
+    if factory is not None:
+        if name is not None:
+            errs.append(f"{where}: table {label}, key 'factory': give either name or factory, not both")
+        if not isinstance(factory, str) or factory.count(":") != 1:
+            errs.append(f"{where}: table {label}, key 'factory': {factory!r} must be 'package.module:function'")
+        name = factory
+    elif not isinstance(name, str) or not name:
+        what = "'name' (or 'factory')" if kind == "problems" else "'name'"
+        errs.append(f"{where}: table {label}, key {what}: missing or not a string")
     over = {}
     for key in list(combo):
         if key in RUN_KEYS:  # per-table override of a run setting
             over[key] = combo.pop(key)
+            why = _check_run_value(key, over[key])
+            if why:
+                errs.append(f"{where}: table {label}, key {key!r}: {why}")
+    if errs:
+        raise GridError("\n".join(errs))
     return name, combo, over
 
 
-def _run_settings(run: dict, where: str, label: str):
+def _run_settings(run: dict):
     def listify(v):
         return v if isinstance(v, list) else [v]
 
     dtypes, devices = listify(run["dtype"]), listify(run["device"])
     epss, iters, seeds = listify(run["eps"]), listify(run["max_iters"]), listify(run["seeds"])
-    for d in dtypes:
-        if d not in DTYPES:
-            raise GridError(f"{where}: {label}, key 'dtype': {d!r} is not allowed; use one of {list(DTYPES)}")
-    for d in devices:
-        if not isinstance(d, str) or d.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise GridError(f"{where}: {label}, key 'device': {d!r} is not allowed; use 'cpu', 'cuda' or 'cuda:<i>'")
-    for e in epss:
-        if isinstance(e, bool) or not isinstance(e, (int, float)) or not e > 0:
-            raise GridError(f"{where}: {label}, key 'eps': {e!r} must be a number > 0")
-    for m in iters:
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise GridError(f"{where}: {label}, key 'max_iters': {m!r} must be a positive integer")
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise GridError(f"{where}: {label}, key 'seeds': {s!r} must be a non-negative integer")
-    th = run["threads"]
-    if th is not None and (isinstance(th, bool) or not isinstance(th, int) or th < 1):
-        raise GridError(f"{where}: {label}, key 'threads': {th!r} must be a positive integer")
-    ms = run["max_seconds"]
-    if ms is not None and (isinstance(ms, bool) or not isinstance(ms, (int, float)) or ms <= 0):
-        raise GridError(f"{where}: {label}, key 'max_seconds': {ms!r} must be a positive number")
     return dtypes, devices, [float(e) for e in epss], iters, seeds
 
 
@@ -289,36 +354,86 @@ def _validate_method(name: str, params: dict, where: str, label: str) -> None:
     import precond_core as pc
 
     if name not in pc.list_methods():
-        raise GridError(f"{where}: table {label}, key 'name': unknown method {name!r}; "
-                        f"known methods: {pc.list_methods()}")
+        raise GridError(f"{where}: table {label}, key 'name': unknown method {name!r}"
+                        f"{_hint(name, pc.list_methods())}; known methods: {pc.list_methods()}")
+    info = pc.method_info(name)
+    allowed = set(info.all_params(params.get("step"))) | {"step"} \
+        if params.get("step") in (None, *info.steps) else set(info.params) | {"step"}
+    errs = []
+    for key in params:
+        if key not in allowed:
+            errs.append(f"{where}: table {label}, key {key!r}: unknown parameter for method {name!r}"
+                        f"{_hint(key, sorted(allowed) + list(RUN_KEYS))}; allowed: {sorted(allowed)}")
+    if errs:
+        raise GridError("\n".join(errs))
     try:
         pc.make_method(name, **params)
     except (ValueError, TypeError) as exc:
-        allowed = _info_get(pc.method_info(name), "params", {}) or {}
-        bad = [key for key in params if key not in allowed]
-        keytxt = f"key {bad[0]!r}" if bad else f"parameters {params}"
+        key = getattr(exc, "param", None)
+        keytxt = f"key {key!r}" if key else f"parameters {params}"
         raise GridError(f"{where}: table {label}, {keytxt}: {exc}") from None
 
 
-def _validate_problem(name: str, params: dict, where: str, label: str) -> None:
+def _validate_problem(name: str, params: dict, where: str, label: str, check_data: bool = True) -> None:
     from precond_core import problems
 
-    names = list(problems.list_problems())
-    if name not in names:
-        raise GridError(f"{where}: table {label}, key 'name': unknown problem {name!r}; known problems: {names}")
-    info = problems.problem_info(name)
+    try:
+        info = problems.problem_info(name)
+    except ValueError as exc:
+        key = "factory" if problems.registry.is_factory_path(name) else "name"
+        raise GridError(f"{where}: table {label}, key {key!r}: {exc}") from None
     allowed = _info_get(info, "params", None)
-    if allowed is not None:
+    errs = []
+    if allowed is not None and not problems.registry._entry(name).open_kwargs:
         allowed = set(allowed) | {"seed"}
         for key in params:
             if key not in allowed:
-                raise GridError(f"{where}: table {label}, key {key!r}: unknown parameter for problem {name!r}; "
-                                f"allowed: {sorted(allowed)}")
+                errs.append(f"{where}: table {label}, key {key!r}: unknown parameter for problem {name!r}"
+                            f"{_hint(key, sorted(allowed) + list(RUN_KEYS))}; allowed: {sorted(allowed)}")
     ds = params.get("dataset")
     if ds is not None:
-        known = list_dataset_names()
-        if known is not None and ds not in known:
-            raise GridError(f"{where}: table {label}, key 'dataset': unknown dataset {ds!r}; known datasets: {known}")
+        why = dataset_problem(ds, check_data)
+        if why:
+            errs.append(f"{where}: table {label}, key 'dataset': {why}")
+    if errs:
+        raise GridError("\n".join(errs))
+
+
+def fetch_command(name: str) -> str:
+    return f"python -m precond_core.datasets fetch {name}"
+
+
+def dataset_problem(ds, check_data: bool = True) -> str | None:
+    """Why the ``dataset`` value ``ds`` cannot be used here (``None`` when it can): an unknown name (with a
+    "did you mean"), a path that is not a file, or (``check_data``) a registered set not on this machine,
+    with the command that fetches it."""
+    from precond_core.problems.registry import is_dataset_path
+
+    if not isinstance(ds, str) or not ds:
+        return f"{ds!r} must be a data set name or the path of a LIBSVM file"
+    if is_dataset_path(ds):
+        if not Path(ds).is_file():
+            return f"no such file {ds!r} (a dataset path is read relative to the current directory {Path.cwd()})"
+        return None
+    known = list_dataset_names()
+    if known is None or ds.startswith("synthetic:"):
+        return None
+    if ds not in known:
+        return f"unknown dataset {ds!r}{_hint(ds, known)}; known datasets: {known}, or the path of a LIBSVM file"
+    if check_data:
+        avail = dataset_availability().get(ds)
+        if avail is not None and not avail:
+            return f"data set {ds!r} is not on this machine ({avail.reason}); fetch it with `{fetch_command(ds)}`"
+    return None
+
+
+def dataset_availability() -> dict:
+    """``precond_core.datasets.available()`` ({} when the data layer is missing)."""
+    try:
+        from precond_core import datasets
+        return datasets.available()
+    except Exception:
+        return {}
 
 
 def list_dataset_names() -> list[str] | None:
@@ -336,4 +451,5 @@ def list_dataset_names() -> list[str] | None:
 
 
 __all__ = ["Cell", "GridError", "load_grid", "list_suites", "resolve_grid_path", "canonical_json",
-           "list_dataset_names", "SUITES_DIR", "RUN_KEYS"]
+           "list_dataset_names", "dataset_problem", "dataset_availability", "fetch_command", "SUITES_DIR",
+           "RUN_KEYS"]

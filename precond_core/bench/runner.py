@@ -212,7 +212,9 @@ def run_cell(cell: Cell) -> CellResult:
     ident = {"problem": cell.problem, "method": cell.method, "method_label": label, "n": n,
              "k": None if k is None else int(k), "device": cell.device, "dtype": cell.dtype, "seed": cell.seed}
     resolved = {a: v for a, v in getattr(method, "params", {}).items()}
+    from precond_core.problems.registry import provenance
     runs = {
+        **provenance(cell.problem, cell.problem_params),
         "run_id": cell.run_id, "cell_key": cell.cell_key,
         "problem": cell.problem, "problem_params": json.dumps(cell.problem_params, sort_keys=True),
         "dataset": cell.dataset, "method": cell.method,
@@ -273,6 +275,15 @@ class SweepSummary:
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    stop_reasons: dict = dataclasses.field(default_factory=dict)  # stored cells per stop reason
+
+    @property
+    def diverged(self) -> int:
+        return self.stop_reasons.get("diverged", 0)
+
+    @property
+    def timed_out(self) -> int:
+        return self.stop_reasons.get("timeout", 0)
 
 
 def device_available(device: str) -> str | None:
@@ -362,6 +373,8 @@ def run_sweep(source, store_dir, *, executor=None, rerun: bool = False, max_cell
                 iters = res.iters.assign(git_commit=commit)
                 store.write(runs, iters)
                 summary.stored.append(cell.run_id)
+                why = str(runs["stop_reason"].iloc[0])
+                summary.stop_reasons[why] = summary.stop_reasons.get(why, 0) + 1
             if bar is not None:
                 bar.update(1)
     finally:
@@ -370,8 +383,10 @@ def run_sweep(source, store_dir, *, executor=None, rerun: bool = False, max_cell
         summary.seconds = time.perf_counter() - t0
     for why, count in reasons.items():
         log(f"skipped {count} cell(s): {why}")
-    log(f"suite {suite!r}: stored {len(summary.stored)}, skipped {len(summary.skipped)}, "
-        f"failed {len(summary.failed)} in {summary.seconds:.1f} s")
+    log(f"suite {suite!r}: stored {len(summary.stored)} (converged {summary.stop_reasons.get('converged', 0)}, "
+        f"max_iters {summary.stop_reasons.get('max_iters', 0)}, diverged {summary.diverged}, timed out "
+        f"{summary.timed_out}), skipped {len(summary.skipped)}, failed {len(summary.failed)} in "
+        f"{summary.seconds:.1f} s")
     return summary
 
 

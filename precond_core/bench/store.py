@@ -8,12 +8,16 @@ Layout of a store directory::
 
 Each finished cell adds one pair of parts with the same file name. A part is written under a hidden
 temporary name (``.tmp-...``) and then ``os.replace``'d, so a reader never sees half a file; the iters part
-is renamed first and the runs part last, so a cell counts as stored exactly when its runs part exists
-(an iters part without its runs part, left by a process killed between the two renames, is ignored on
-reading and the cell is run again). Existing parts are never rewritten or deleted.
+is renamed first and the runs part last, so a cell counts as stored exactly when both its runs part and
+its iters part exist (an iters part without its runs part, left by a process killed between the two
+renames, and a runs part whose iters part is missing, are ignored on reading and the cell is run again).
+Existing parts are never rewritten or deleted.
 
 Reading concatenates the parts; a part that cannot be read or lacks the schema's columns raises
-:class:`StoreError` naming the file (the file is left where it is).
+:class:`StoreError` naming the file (the file is left where it is). ``Store.check_parts()`` lists every
+unreadable or orphaned part; ``Store.repair()`` moves them into ``quarantine/<UTC timestamp>/`` inside
+the store (nothing is deleted), so that the next run redoes those cells (``precond-bench store check``
+and ``store repair``).
 """
 from __future__ import annotations
 
@@ -138,12 +142,19 @@ class Store:
             return []
         return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
 
+    def committed(self) -> set[str]:
+        """File names of the stored cells: runs parts that have their iters part."""
+        iters = {p.name for p in self.parts("iters")}
+        return {p.name for p in self.parts("runs") if p.name in iters}
+
     def _read(self, table: str, columns: list[str], only: set[str] | None = None) -> pd.DataFrame:
         frames = []
         for p in self.parts(table):
-            if only is not None and p.name not in only:
+            if only is not None and p.name not in only and table == "iters":
                 continue
-            frames.append(_read_part(p, columns))
+            df = _read_part(p, columns)  # a damaged runs part raises even when its cell is not committed
+            if only is None or p.name in only:
+                frames.append(df)
         if not frames:
             return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
         frames = [f for f in frames if not f.empty] or frames[:1]
@@ -152,7 +163,7 @@ class Store:
     def read_runs(self) -> pd.DataFrame:
         """All stored runs (one row per finished cell and execution), sorted by timestamp then run_id."""
         self.check()
-        df = self._read("runs", RUNS_COLUMNS)
+        df = self._read("runs", RUNS_COLUMNS, only=self.committed())
         if len(df):
             df = df.sort_values(["timestamp", "run_id"], kind="stable").reset_index(drop=True)
         return df
@@ -160,8 +171,7 @@ class Store:
     def read_iters(self) -> pd.DataFrame:
         """All stored iterations of stored runs (iters parts without a runs part are ignored)."""
         self.check()
-        committed = {p.name for p in self.parts("runs")}
-        df = self._read("iters", ITERS_COLUMNS, only=committed)
+        df = self._read("iters", ITERS_COLUMNS, only=self.committed())
         if len(df):
             df = df.sort_values(["run_id", "iter"], kind="stable").reset_index(drop=True)
         return df
@@ -178,11 +188,60 @@ class Store:
                     names = pq.read_schema(p).names
                 except Exception as exc:
                     raise StoreError(f"cannot read store part {p}: {type(exc).__name__}: {exc} (the file was left "
-                                     "in place; move it out of the store to continue)") from None
+                                     "in place; `precond-bench store repair` moves it to quarantine/)") from None
                 missing = [c for c in columns if c not in names]
                 if missing:
                     raise StoreError(f"store part {p} is not a results table of this schema: missing columns "
                                      f"{missing} (the file was left in place; move it out of the store to continue)")
+
+    def check_parts(self) -> list[tuple[Path, str]]:
+        """Every part that makes the store unusable or is ignored: ``[(path, reason)]``, reasons
+        "unreadable: ...", "missing columns [...]", "orphaned: no runs part" (an iters part whose cell was
+        never committed) and "orphaned: no iters part" (a runs part whose curve is missing). Reads every
+        part in full (a damaged page is found, not only a damaged footer)."""
+        self.check()
+        bad: list[tuple[Path, str]] = []
+        names = {t: {p.name for p in self.parts(t)} for t in ("runs", "iters")}
+        for table, columns in (("runs", RUNS_COLUMNS), ("iters", ITERS_COLUMNS)):
+            other = "iters" if table == "runs" else "runs"
+            for p in self.parts(table):
+                try:
+                    df = pd.read_parquet(p)
+                except Exception as exc:
+                    bad.append((p, f"unreadable: {type(exc).__name__}: {exc}"))
+                    continue
+                missing = [c for c in columns if c not in df.columns]
+                if missing:
+                    bad.append((p, f"missing columns {missing}"))
+                elif p.name not in names[other]:
+                    bad.append((p, f"orphaned: no {other} part"))
+        # the partner of a bad part is quarantined with it (its cell is redone as a whole)
+        bad_names = {p.name for p, _ in bad}
+        seen = {p for p, _ in bad}
+        for table in ("runs", "iters"):
+            for p in self.parts(table):
+                if p.name in bad_names and p not in seen:
+                    bad.append((p, "partner of a bad part"))
+        return bad
+
+    def repair(self) -> tuple[Path | None, list[tuple[Path, str]]]:
+        """Move every part listed by :meth:`check_parts` to ``quarantine/<UTC timestamp>/<table>/`` inside
+        the store (nothing is deleted) and write ``reasons.json`` there; return (quarantine dir or None,
+        the moved parts). The next run redoes those cells."""
+        bad = self.check_parts()
+        if not bad:
+            return None, []
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        qdir = self.path / "quarantine" / stamp
+        moved = []
+        for p, why in bad:
+            dest = qdir / p.parent.name / p.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, dest)
+            moved.append((dest, why))
+        atomic_write_bytes(qdir / "reasons.json", json.dumps(
+            {f"{d.parent.name}/{d.name}": why for d, why in moved}, indent=1, sort_keys=True).encode())
+        return qdir, moved
 
     def read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         return self.read_runs(), self.read_iters()
@@ -218,11 +277,11 @@ def _read_part(path: Path, columns: list[str]) -> pd.DataFrame:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for damaged files
         raise StoreError(f"cannot read store part {path}: {type(exc).__name__}: {exc} "
-                         "(the file was left in place; move it out of the store to continue)") from None
+                         "(the file was left in place; `precond-bench store repair` moves it to quarantine/)") from None
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise StoreError(f"store part {path} is not a results table of this schema: missing columns "
-                         f"{missing} (the file was left in place; move it out of the store to continue)")
+                         f"{missing} (the file was left in place; `precond-bench store repair` moves it to quarantine/)")
     return df
 
 

@@ -150,18 +150,45 @@ class FunctionProblem(Problem):
     """A problem from a differentiable torch function ``fun(x) -> scalar``.
 
     grad by reverse mode; hvp by double backward (``torch.autograd.grad`` with ``create_graph=True``,
-    then the gradient of <g, v>); ``per_sample(x) -> (S,)`` per-sample losses enable Fisher methods
-    (rows by ``torch.func.jacrev``, O(S n) memory). ``fisher_scale`` defaults to 1/S when fun equals the
-    mean of per_sample at x0 and to 1 when it equals the sum (else it must be given).
+    then the gradient of <g, v>). Per-sample gradients (for the Fisher methods) come from either
+
+    - ``sample_loss(x, *sample) -> scalar`` with ``data`` (a tensor or a tuple of tensors whose first
+      dimension indexes the S samples): rows by ``torch.func.vmap(torch.func.grad(sample_loss))`` over the
+      requested samples only (b rows cost about b sample gradients; ``fun`` may then be omitted and is
+      the mean of the sample losses), or
+    - ``per_sample(x) -> (S,)`` per-sample losses: rows by one forward and ``torch.func.vmap`` of its
+      vector-Jacobian product over the requested unit vectors (no full Jacobian unless all rows are asked).
+
+    ``fisher_scale`` defaults to 1/S when fun equals the mean of the sample losses at x0 and to 1 when it
+    equals the sum (else it must be given). Without either, methods that need per-sample gradients are
+    refused at construction (``provides``). No model-label gradients and no K-FAC factors.
     """
 
-    def __init__(self, fun: Callable, x0: torch.Tensor, per_sample: Callable | None = None, name: str = "custom",
-                 *, fisher_scale: float | None = None, lam: float = 0.0, L=None, M=None, f_star=None):
-        if not callable(fun):
-            raise ValueError(f"fun must be callable, got {type(fun).__name__}")
+    def __init__(self, fun: Callable | None, x0: torch.Tensor, per_sample: Callable | None = None,
+                 name: str = "custom", *, sample_loss: Callable | None = None, data=None,
+                 fisher_scale: float | None = None, lam: float = 0.0, L=None, M=None, f_star=None):
         if not isinstance(x0, torch.Tensor) or x0.dim() != 1 or x0.numel() < 1:
             raise ValueError(f"x0 must be a non-empty 1-D torch tensor, got "
                              f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")
+        if per_sample is not None and sample_loss is not None:
+            raise ValueError("give per_sample or sample_loss (with data), not both")
+        if sample_loss is not None:
+            if not callable(sample_loss):
+                raise ValueError(f"sample_loss must be callable, got {type(sample_loss).__name__}")
+            data = (data,) if isinstance(data, torch.Tensor) else data
+            if (not isinstance(data, (tuple, list)) or not data
+                    or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in data)
+                    or len({t.shape[0] for t in data}) != 1):
+                raise ValueError("data must be a tensor or a tuple of tensors with the same first dimension "
+                                 "(the samples) when sample_loss is given")
+            data = tuple(data)
+            if fun is None:
+                fun = self._mean_sample_loss
+        elif data is not None:
+            raise ValueError("data is used only with sample_loss")
+        if not callable(fun):
+            raise ValueError(f"fun must be callable, got {type(fun).__name__}")
+        self.sample_loss, self.data = sample_loss, data
         self.dtype = check_dtype(x0.dtype, "x0.dtype")
         self.device = x0.device
         self.n, self.name = x0.numel(), name
@@ -171,6 +198,7 @@ class FunctionProblem(Problem):
         f0 = self._eval(self._x0)
         if f0.dim() != 0:
             raise ValueError(f"fun must return a scalar (0-d tensor), got shape {tuple(f0.shape)}")
+        ls = None
         if per_sample is not None:
             if not callable(per_sample):
                 raise ValueError(f"per_sample must be callable or None, got {type(per_sample).__name__}")
@@ -178,15 +206,37 @@ class FunctionProblem(Problem):
                 ls = per_sample(self._x0)
             if not isinstance(ls, torch.Tensor) or ls.dim() != 1:
                 raise ValueError("per_sample must return a 1-D tensor of per-sample losses")
-            self.n_samples = ls.numel()
+        elif sample_loss is not None:
+            with torch.no_grad():
+                ls = self._sample_losses(self._x0)
+            if ls.dim() != 1:
+                raise ValueError("sample_loss must return a scalar (0-d tensor) per sample")
+        if ls is not None:
+            self.n_samples = self.S = ls.numel()
             if fisher_scale is None:
                 if torch.allclose(ls.mean(), f0, rtol=1e-5, atol=1e-8):
                     fisher_scale = 1.0 / self.n_samples
                 elif torch.allclose(ls.sum(), f0, rtol=1e-5, atol=1e-8):
                     fisher_scale = 1.0
                 else:
-                    raise ValueError("fisher_scale must be given: fun(x0) is neither the mean nor the sum of per_sample(x0)")
+                    raise ValueError("fisher_scale must be given: fun(x0) is neither the mean nor the sum of the "
+                                     "per-sample losses at x0")
         self.fisher_scale = 1.0 if fisher_scale is None else float(fisher_scale)
+
+    def _sample_losses(self, x):
+        return torch.func.vmap(self.sample_loss, in_dims=(None,) + (0,) * len(self.data))(x, *self.data)
+
+    def _mean_sample_loss(self, x):
+        return self._sample_losses(x).mean()
+
+    def provides(self, capability: str) -> bool:
+        """Whether this problem has the oracle ``capability`` (``per_sample_grads`` needs per_sample or
+        sample_loss; ``model_sample_grads`` and ``kfac_factors`` are never available)."""
+        if capability == "per_sample_grads":
+            return self.per_sample is not None or self.sample_loss is not None
+        if capability in ("model_sample_grads", "kfac_factors"):
+            return False
+        return True
 
     def x0(self):
         return self._x0.clone()
@@ -223,15 +273,24 @@ class FunctionProblem(Problem):
         return torch.zeros_like(v) if hv is None else hv.detach()
 
     def per_sample_grads(self, x, idx=None):
-        if self.per_sample is None:
+        """Rows grad_x loss_s(x) for s in ``idx`` (all S when None), shape (len(idx), n)."""
+        if not self.provides("per_sample_grads"):
             return super().per_sample_grads(x, idx)
         check_vector(x, self.n, self.dtype, self.device)
-        J = torch.func.jacrev(self.per_sample)(x.detach())
-        return J if idx is None else J[check_idx(idx, self.n_samples, self.device)]
+        x = x.detach()
+        rows = None if idx is None else check_idx(idx, self.n_samples, self.device)
+        if self.sample_loss is not None:
+            data = self.data if rows is None else tuple(t[rows] for t in self.data)
+            g = torch.func.vmap(torch.func.grad(self.sample_loss), in_dims=(None,) + (0,) * len(data))
+            return g(x, *data)
+        _, vjp = torch.func.vjp(self.per_sample, x)
+        eye = torch.eye(self.n_samples, dtype=self.dtype, device=self.device)
+        E = eye if rows is None else eye[rows]
+        return torch.func.vmap(lambda e: vjp(e)[0])(E)
 
 
-def from_function(fun: Callable, x0: torch.Tensor, per_sample: Callable | None = None, name: str = "custom",
+def from_function(fun: Callable | None, x0: torch.Tensor, per_sample: Callable | None = None, name: str = "custom",
                   **kwargs) -> FunctionProblem:
     """Generic problem from ``fun(x) -> scalar`` (see :class:`FunctionProblem`); keyword arguments:
-    fisher_scale, lam, L, M, f_star."""
+    sample_loss and data (per-sample gradients by vmap(grad)), fisher_scale, lam, L, M, f_star."""
     return FunctionProblem(fun, x0, per_sample, name, **kwargs)
