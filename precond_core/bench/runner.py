@@ -205,6 +205,8 @@ def run_cell(cell: Cell) -> CellResult:
     ident = {"problem": cell.problem, "method": cell.method, "method_label": label, "n": n,
              "k": None if k is None else int(k), "device": cell.device, "dtype": cell.dtype, "seed": cell.seed}
     resolved = {a: v for a, v in getattr(method, "params", {}).items()}
+    if getattr(getattr(method, "step_rule", None), "sigma_source", None):   # regularized step: where sigma came from
+        resolved["sigma_source"] = method.step_rule.sigma_source
     runs = {
         "run_id": cell.run_id, "cell_key": cell.cell_key,
         "problem": cell.problem, "problem_params": json.dumps(cell.problem_params, sort_keys=True),
