@@ -339,6 +339,9 @@ class LowRankPQ(ops.Operator):
     def solve(self, v, shift=0.0):
         v = self._check_v(v)
         c = self.base + self._shift(shift)
+        if not isinstance(c, torch.Tensor) and c == 0 and self.r >= self.n:
+            # no identity part: D = P Q^T itself, generically invertible when r >= n (n x n, n <= r)
+            return torch.linalg.solve(self.P @ self.Q.T, v)
         if self._inner is None:
             self._inner = self.Q.T @ self.P
         X = self._inner + c * torch.eye(self.r, dtype=self.dtype, device=self.device)
@@ -363,7 +366,8 @@ class UniformDirection(Preconditioner):
     m = 1 is the talk's rank-one estimate; docs/METHODS.md section 2).
 
     ``form="raw"``: D_m = (n/m) V U^T (U = [u_1..u_m], V = H U), unbiased, rank <= m; m = 1 is
-    ``operators.RankOne`` (Sherman-Morrison), m > 1 ``LowRankPQ`` (Woodbury, m x m inner matrix).
+    ``operators.RankOne`` (Sherman-Morrison), m > 1 (and n = 1, where D = H is solved without a shift)
+    ``LowRankPQ`` (Woodbury, m x m inner matrix).
     ``"symmetrized"``: S_m = (n/(2m)) (V U^T + U V^T) = W C W^T, W = [U, V], C = (n/(2m)) [[0, I], [I, 0]]
     (``operators.LowRank``, 2m x 2m inner matrix); ``"regularized"``: S_m + delta I. Solves cost
     O(n m^2 + m^3), never an n x n matrix. The m HVPs are m calls of ``oracle.hvp`` (the problems'
@@ -406,7 +410,7 @@ class UniformDirection(Preconditioner):
         for i in range(m):
             V[i].copy_(oracle.hvp(x, U[i]))
         if self.form == "raw":
-            if m == 1:
+            if m == 1 and n > 1:
                 return ops.RankOne(V[0].mul_(n), U[0]), s
             return LowRankPQ(V.mul_(n / m).T, U.T), s
         c = n / (2 * m)

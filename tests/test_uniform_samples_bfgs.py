@@ -195,3 +195,19 @@ def test_talk_bounds_for_runs():
     ud = pc.make_method("uniform_direction", step="regularized", samples=2)
     ks = theory.talk_bounds(prob, ud, x0, 1e-4, float(f0), float(g0.norm()))
     assert set(ks) == {"ud, log(||g0||/eps)", "ud, log(||g0||/2)"}
+
+
+def test_raw_form_without_shift_when_m_at_least_n():
+    """c = 0: D_m = (n/m) V U^T solved directly when m >= n (in 1D, D = H: UD Newton is Newton)."""
+    prob = pc.problems.make_problem("one_d", x0=1.0)
+    ud = pc.minimize(prob, pc.make_method("uniform_direction", form="raw", step="fixed", lr=1.0), eps=1e-14,
+                     max_iters=20)
+    nt = pc.minimize(prob, pc.make_method("newton", step="fixed", lr=1.0), eps=1e-14, max_iters=20)
+    assert ud.stop_reason == nt.stop_reason == "converged"
+    assert torch.allclose(torch.tensor(ud.grad_norms), torch.tensor(nt.grad_norms), rtol=1e-10, atol=0)
+    small = _logistic(n_features=4)
+    x = _point(small)
+    pre = P.UniformDirection("raw", samples=9)
+    op, _ = pre.update(pre.init(small, x, torch.Generator().manual_seed(0)), x, small.grad(x), Oracle(small))
+    v = small.grad(x)
+    assert torch.allclose(op.solve(v), torch.linalg.solve(op.to_dense(), v), rtol=1e-8)
