@@ -371,9 +371,9 @@ class UniformDirection(Preconditioner):
     ``"symmetrized"``: S_m = (n/(2m)) (V U^T + U V^T) = W C W^T, W = [U, V], C = (n/(2m)) [[0, I], [I, 0]]
     (``operators.LowRank``, 2m x 2m inner matrix); ``"regularized"``: S_m + delta I. Solves cost
     O(n m^2 + m^3), never an n x n matrix. The m HVPs are m calls of ``oracle.hvp`` (the problems'
-    ``hvp`` takes one vector). Probes are drawn in the working dtype directly into the (2m, n) buffer W
-    whose transpose is the column-major n x 2m factor; the HVP result is copied into its row (peak:
-    W plus one HVP output and the HVP's own temporaries).
+    ``hvp`` takes one vector). Probes are drawn (``draw``) directly into the (2m, n) buffer W whose
+    transpose is the column-major n x 2m factor; each HVP result is copied into its row (peak: W plus
+    one HVP output and the HVP's own temporaries).
 
     ``sigma`` (the regularized step's bound on E||D - H||_F): ``sigma_form="local"`` uses lambda_max of
     the Hessian at the first iterate x0 (by power iteration on HVPs, or ``lambda_max`` when given), the
@@ -405,8 +405,7 @@ class UniformDirection(Preconditioner):
         n, m = x.shape[0], self.samples
         W = torch.empty(2 * m, n, dtype=x.dtype, device=x.device)   # rows: u_1..u_m, v_1..v_m
         U, V = W[:m], W[m:]
-        U.normal_(generator=s.generator)
-        U.div_(torch.linalg.vector_norm(U, dim=1, keepdim=True))
+        self.draw(U, s.generator)
         for i in range(m):
             V[i].copy_(oracle.hvp(x, U[i]))
         if self.form == "raw":
@@ -419,6 +418,29 @@ class UniformDirection(Preconditioner):
         C[idx, idx + m] = c
         C[idx + m, idx] = c
         return ops.LowRank(W.T, C, base=self.delta if self.form == "regularized" else 0.0), s
+
+    DRAW_CHUNK = 1 << 16
+
+    @classmethod
+    def draw(cls, U: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Fill the rows of ``U`` (m, n) in place with independent directions uniform on the unit sphere.
+
+        Gaussian rows normalized. On CPU in float64 the Gaussians are drawn in float32 chunks of
+        ``DRAW_CHUNK`` entries and copied into ``U`` (measured at n = 10^6, 1 thread: float64 ``normal_``
+        48 ms, float32 11 ms; a gradient of the scalable problem 32-48 ms): no n-sized temporary, and the
+        direction is uniform up to float32 rounding of its entries. Other dtypes and devices draw directly
+        in ``U``'s dtype.
+        """
+        if U.dtype == torch.float64 and U.device.type == "cpu":
+            n = U.shape[1]
+            buf = torch.empty(min(n, cls.DRAW_CHUNK), dtype=torch.float32)
+            for row in U:
+                for off in range(0, n, cls.DRAW_CHUNK):
+                    c = min(cls.DRAW_CHUNK, n - off)
+                    row[off:off + c].copy_(buf[:c].normal_(generator=generator))
+        else:
+            U.normal_(generator=generator)
+        return U.div_(torch.linalg.vector_norm(U, dim=1, keepdim=True))
 
     def sigma_source(self, problem) -> str:
         if self.lambda_max is not None:

@@ -42,8 +42,7 @@ def test_averaged_forms_match_dense(m, form, delta):
     oracle = Oracle(prob)
     pre = P.UniformDirection(form, delta, samples=m)
     op, _ = pre.update(pre.init(prob, x, torch.Generator().manual_seed(7)), x, prob.grad(x), oracle)
-    U = torch.randn(m, n, generator=torch.Generator().manual_seed(7), dtype=F64)   # replay the draw
-    U = U / U.norm(dim=1, keepdim=True)
+    U = P.UniformDirection.draw(torch.empty(m, n, dtype=F64), torch.Generator().manual_seed(7))   # replay
     D = _dense_Dm(H, U, form, delta)
     assert oracle.hvps == m
     assert torch.allclose(op.to_dense(), D, atol=1e-10)
@@ -211,3 +210,16 @@ def test_raw_form_without_shift_when_m_at_least_n():
     op, _ = pre.update(pre.init(small, x, torch.Generator().manual_seed(0)), x, small.grad(x), Oracle(small))
     v = small.grad(x)
     assert torch.allclose(op.solve(v), torch.linalg.solve(op.to_dense(), v), rtol=1e-8)
+
+
+def test_draw_rows_are_unit_and_isotropic():
+    """Rows of ``draw`` are unit vectors with E[u u^T] = I/n (seeded, 4 standard errors per entry)."""
+    n, N = 4, 20000
+    U = P.UniformDirection.draw(torch.empty(N, n, dtype=F64), torch.Generator().manual_seed(5))
+    assert torch.allclose(U.norm(dim=1), torch.ones(N, dtype=F64), atol=1e-12)
+    outer = torch.einsum("ki,kj->kij", U, U)
+    mean, se = outer.mean(0), outer.std(0) / math.sqrt(N)
+    assert ((mean - torch.eye(n, dtype=F64) / n).abs() <= 4 * se + 1e-12).all()
+    big = P.UniformDirection.draw(torch.empty(1, 3 * P.UniformDirection.DRAW_CHUNK + 5, dtype=F64),
+                                  torch.Generator().manual_seed(0))
+    assert bool((big != 0).all())    # every chunk, the last partial one included, is filled
