@@ -241,18 +241,45 @@ class ExactHessian(Preconditioner):
     def sigma(self, oracle, x):
         return 0.0
 
+    def sigma_source(self, problem) -> str:
+        return "exact(D = H, sigma = 0)"
+
 
 class _FisherSigma(Preconditioner):
-    """The talk's Fisher bounds: sigma(x) from ``problem.fisher_sigma`` (L sum_s |phi - b_s| for least
-    squares, 2 f(x) for softmax), recomputed at every step."""
-    sigma_per_step = True
+    """sigma for the regularized step with a Fisher estimate D.
 
-    def sigma(self, oracle, x):
+    The talk's bounds sigma(x) (``problem.fisher_sigma``: L sum_s |phi - b_s| for least squares, 2 f(x)
+    for softmax, recomputed at every step) bound ||H - F|| for F the Fisher as an expectation over the
+    model's labels (docs/METHODS.md section 2). They are used only by a preconditioner whose D is that
+    matrix (``exact_model = True``). An empirical Fisher (observed labels) or a rank-b sampled estimate
+    is a different matrix that those formulas do not bound: for it, sigma is the documented estimate
+    ||H(x0) - D(x0)||_2 of the first draw at the first iterate (power iteration, 30 HVPs, computed
+    once; a measured error, not a bound), unless the step is given ``sigma``. ``sigma_source`` names
+    which one a run used (recorded in the run row).
+    """
+    exact_model = False
+
+    @property
+    def sigma_per_step(self):
+        return self.exact_model
+
+    def sigma_source(self, problem) -> str:
+        if self.exact_model and hasattr(problem, "fisher_sigma"):
+            return "talk_bound(fisher_sigma(x), model Fisher as expectation)"
+        return "estimate(||H(x0) - D(x0)||_2, power iteration at x0)"
+
+    def sigma(self, oracle, x, op=None):
         f = getattr(oracle.problem, "fisher_sigma", None)
-        return f(x) if f is not None else None
+        if self.exact_model and f is not None:
+            return f(x)
+        if op is None:
+            return None
+        gen = torch.Generator(device=x.device).manual_seed(0)
+        return abs(power_iteration(lambda v: oracle.hvp(x, v) - op.mv(v), x.shape[0], iters=30, generator=gen,
+                                   dtype=x.dtype, device=x.device))
 
     def has_sigma(self, problem):
-        return hasattr(problem, "fisher_sigma")
+        return True
 
 
 class FisherEmpirical(_FisherSigma):
@@ -292,45 +319,152 @@ class FisherSampled(_FisherSigma):
 
 
 
+class LowRankPQ(ops.Operator):
+    """D = base I + P Q^T with P, Q (n x r), not symmetric: the raw averaged uniform-direction estimate
+    (n/m) V U^T (P = (n/m) V, Q = U, r = m). ``solve(v, shift)``: Woodbury with c = base + shift,
+    (c I + P Q^T)^{-1} v = (v - P (c I_r + Q^T P)^{-1} Q^T v) / c: one r x r solve, O(n r) per call after
+    Q^T P (O(n r^2), cached). Only p in {0, 1, -1} (non-symmetric). Memory O(n r)."""
+
+    def __init__(self, P: torch.Tensor, Q: torch.Tensor, base=0.0):
+        if P.ndim != 2 or P.shape != Q.shape:
+            raise ValueError(f"P and Q must be (n, r) matrices of one shape, got {tuple(P.shape)} and {tuple(Q.shape)}")
+        self.P, self.Q, self.base = P, Q, float(base)
+        self.n, self.r, self.dtype, self.device = P.shape[0], P.shape[1], P.dtype, P.device
+        self._inner = None
+
+    def mv(self, v):
+        v = self._check_v(v)
+        return self.base * v + self.P @ (self.Q.T @ v)
+
+    def solve(self, v, shift=0.0):
+        v = self._check_v(v)
+        c = self.base + self._shift(shift)
+        if not isinstance(c, torch.Tensor) and c == 0 and self.r >= self.n:
+            # no identity part: D = P Q^T itself, generically invertible when r >= n (n x n, n <= r)
+            return torch.linalg.solve(self.P @ self.Q.T, v)
+        if self._inner is None:
+            self._inner = self.Q.T @ self.P
+        X = self._inner + c * torch.eye(self.r, dtype=self.dtype, device=self.device)
+        return (v - self.P @ torch.linalg.solve(X, self.Q.T @ v)) / c
+
+    def _power(self, v, p, shift):
+        raise NotImplementedError(f"LowRankPQ.power supports only p in {{0, 1, -1}}, got p={p}: D = base I + P Q^T "
+                                  "is non-symmetric; use form='symmetrized'")
+
+    def to_dense(self):
+        return self.base * torch.eye(self.n, dtype=self.dtype, device=self.device) + self.P @ self.Q.T
+
+
+def _check_samples(samples) -> int:
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples (number of uniform directions averaged) must be a positive integer, got {samples!r}")
+    return samples
+
+
 class UniformDirection(Preconditioner):
+    """D_m = (1/m) sum_i n H u_i u_i^T, u_i independent and uniform on the unit sphere (m = ``samples``;
+    m = 1 is the talk's rank-one estimate; docs/METHODS.md section 2).
+
+    ``form="raw"``: D_m = (n/m) V U^T (U = [u_1..u_m], V = H U), unbiased, rank <= m; m = 1 is
+    ``operators.RankOne`` (Sherman-Morrison), m > 1 (and n = 1, where D = H is solved without a shift)
+    ``LowRankPQ`` (Woodbury, m x m inner matrix).
+    ``"symmetrized"``: S_m = (n/(2m)) (V U^T + U V^T) = W C W^T, W = [U, V], C = (n/(2m)) [[0, I], [I, 0]]
+    (``operators.LowRank``, 2m x 2m inner matrix); ``"regularized"``: S_m + delta I. Solves cost
+    O(n m^2 + m^3), never an n x n matrix. The m HVPs are m calls of ``oracle.hvp`` (the problems'
+    ``hvp`` takes one vector). Probes are drawn (``draw``) directly into the (2m, n) buffer W whose
+    transpose is the column-major n x 2m factor; each HVP result is copied into its row (peak: W plus
+    one HVP output and the HVP's own temporaries).
+
+    ``sigma`` (the regularized step's bound on E||D - H||_F): ``sigma_form="local"`` uses lambda_max of
+    the Hessian at the first iterate x0 (by power iteration on HVPs, or ``lambda_max`` when given), the
+    talk's sqrt(lambda_max^2 n (n - 1) / m + n delta^2) (every form is an average of m independent
+    unbiased estimates, so the variance term divides by m); ``sigma_form="sup"`` uses lambda_max <= L, the problem's
+    gradient Lipschitz constant, a bound valid at every x as the talk's theory needs.
+    """
     name = "uniform_direction"
     FORMS = ("raw", "symmetrized", "regularized")
+    SIGMA_FORMS = ("local", "sup")
 
-    def __init__(self, form: str = "regularized", delta: float = 0.01, lambda_max: float | None = None):
+    def __init__(self, form: str = "regularized", delta: float = 0.01, lambda_max: float | None = None,
+                 samples: int = 1, sigma_form: str = "local"):
         if form not in self.FORMS:
             raise ValueError(f"form must be one of {self.FORMS}, got {form!r}")
         if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not math.isfinite(delta) or delta < 0:
             raise ValueError(f"delta must be a finite number >= 0, got {delta!r}")
+        if sigma_form not in self.SIGMA_FORMS:
+            raise ValueError(f"sigma_form must be one of {self.SIGMA_FORMS}, got {sigma_form!r}")
         if form != "regularized" and delta != 0:
             delta = 0.0  # only the regularized form carries delta I
         self.form, self.delta, self.lambda_max = form, float(delta), lambda_max
+        self.samples, self.sigma_form = _check_samples(samples), sigma_form
 
     def init(self, problem, x, generator):
         return _GenState(generator)
 
     def update(self, s, x, g, oracle):
-        n = x.shape[0]
-        # Gaussian drawn in float32 (6x cheaper than float64 on CPU), normalized in the problem's dtype:
-        # u is uniform on the unit sphere up to float32 rounding of the direction.
-        u = torch.randn(n, generator=s.generator, dtype=torch.float32, device=x.device).to(x.dtype)
-        u = u / torch.linalg.vector_norm(u)
-        v = oracle.hvp(x, u)
+        n, m = x.shape[0], self.samples
+        W = torch.empty(2 * m, n, dtype=x.dtype, device=x.device)   # rows: u_1..u_m, v_1..v_m
+        U, V = W[:m], W[m:]
+        self.draw(U, s.generator)
+        for i in range(m):
+            V[i].copy_(oracle.hvp(x, U[i]))
         if self.form == "raw":
-            return ops.RankOne(n * v, u), s
-        U = torch.stack([u, v]).T     # (n, 2) column-major: U^T v and U y read contiguous columns
-        C = torch.tensor([[0.0, n / 2], [n / 2, 0.0]], dtype=x.dtype, device=x.device)
-        return ops.LowRank(U, C, base=self.delta if self.form == "regularized" else 0.0), s
+            if m == 1 and n > 1:
+                return ops.RankOne(V[0].mul_(n), U[0]), s
+            return LowRankPQ(V.mul_(n / m).T, U.T), s
+        c = n / (2 * m)
+        C = torch.zeros(2 * m, 2 * m, dtype=x.dtype, device=x.device)
+        idx = torch.arange(m, device=x.device)
+        C[idx, idx + m] = c
+        C[idx + m, idx] = c
+        return ops.LowRank(W.T, C, base=self.delta if self.form == "regularized" else 0.0), s
+
+    DRAW_CHUNK = 1 << 16
+
+    @classmethod
+    def draw(cls, U: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Fill the rows of ``U`` (m, n) in place with independent directions uniform on the unit sphere.
+
+        Gaussian rows normalized. On CPU in float64 the Gaussians are drawn in float32 chunks of
+        ``DRAW_CHUNK`` entries and copied into ``U`` (measured at n = 10^6, 1 thread: float64 ``normal_``
+        48 ms, float32 11 ms; a gradient of the scalable problem 32-48 ms): no n-sized temporary, and the
+        direction is uniform up to float32 rounding of its entries. Other dtypes and devices draw directly
+        in ``U``'s dtype.
+        """
+        if U.dtype == torch.float64 and U.device.type == "cpu":
+            n = U.shape[1]
+            buf = torch.empty(min(n, cls.DRAW_CHUNK), dtype=torch.float32)
+            for row in U:
+                for off in range(0, n, cls.DRAW_CHUNK):
+                    c = min(cls.DRAW_CHUNK, n - off)
+                    row[off:off + c].copy_(buf[:c].normal_(generator=generator))
+        else:
+            U.normal_(generator=generator)
+        return U.div_(torch.linalg.vector_norm(U, dim=1, keepdim=True))
+
+    def sigma_source(self, problem) -> str:
+        if self.lambda_max is not None:
+            return "uniform_direction(lambda_max given)"
+        return "uniform_direction(lambda_max = L, sup)" if self.sigma_form == "sup" else \
+            "uniform_direction(lambda_max at x0, local)"
+
+    def has_sigma(self, problem):
+        return self.sigma_form == "local" or self.lambda_max is not None or problem.L is not None
 
     def sigma(self, oracle, x):
-        """The talk's bound sigma <= sqrt(lambda_max^2 n (n - 1) + n delta^2); lambda_max by power
-        iteration on HVPs at ``x`` when not given (its cost is counted in the oracle)."""
+        """The talk's bound sqrt(lambda_max^2 n (n - 1) / m + n delta^2); lambda_max as ``sigma_form``
+        says (power iteration at ``x``, the first iterate, for "local", whose HVPs are counted in the oracle; the problem's L for "sup"), or as given."""
         n = x.shape[0]
         lmax = self.lambda_max
+        if lmax is None and self.sigma_form == "sup":
+            lmax = oracle.problem.L
+            if lmax is None:
+                return None
         if lmax is None:
             gen = torch.Generator(device=x.device).manual_seed(0)
             lmax = abs(power_iteration(lambda v: oracle.hvp(x, v), n, iters=30, generator=gen,
                                        dtype=x.dtype, device=x.device))
-        return math.sqrt(lmax ** 2 * n * (n - 1) + n * self.delta ** 2)
+        return math.sqrt(lmax ** 2 * n * (n - 1) / self.samples + n * self.delta ** 2)
 
 
 class HessianBMA(Preconditioner):
@@ -539,6 +673,6 @@ class LBFGS(Preconditioner):
 
 
 __all__ = ["Preconditioner", "IdentityP", "AdamP", "AdaGradDiag", "AdaGradFull", "Hutchinson", "ExactHessian",
-           "FisherEmpirical", "FisherSampled", "UniformDirection", "HessianBMA", "AdaGradBMA",
+           "FisherEmpirical", "FisherSampled", "UniformDirection", "LowRankPQ", "HessianBMA", "AdaGradBMA",
            "BlockDiagHessian", "LowRankHessian", "KFAC", "LBFGS", "LBFGSInverse", "Shifted", "tensor_bytes",
            "resolve_blocks"]

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from . import preconditioners as P
 from . import steps as S
+from . import quasi_newton as _qn
 
 # parameters each step rule takes (besides ``step``); ``None`` means "derive from the problem"
 STEP_PARAMS: dict[str, dict[str, Any]] = {
@@ -95,9 +96,10 @@ _register(MethodInfo("fisher_model", "sampled Fisher of rank b with labels drawn
                      {"b": 1}, "adaptive", CURV_STEPS, needs=("grad", "model_sample_grads")),
           lambda b: P.FisherSampled(b, model=True))
 _register(MethodInfo("uniform_direction", "n H u u^T, u uniform on the sphere: raw, symmetrized, regularized (+delta I)",
-                     {"form": "regularized", "delta": 0.01, "lambda_max": None}, "adaptive", CURV_STEPS,
-                     needs=("grad", "hvp")),
-          lambda form, delta, lambda_max: P.UniformDirection(form, delta, lambda_max))
+                     {"form": "regularized", "delta": 0.01, "lambda_max": None, "samples": 1, "sigma_form": "local"},
+                     "adaptive", CURV_STEPS, needs=("grad", "hvp")),
+          lambda form, delta, lambda_max, samples, sigma_form: P.UniformDirection(form, delta, lambda_max, samples,
+                                                                                  sigma_form))
 _register(MethodInfo("newton_bma", "optimal block-mean approximation of the exact Hessian (study)",
                      {"k": None, "blocks": None}, "adaptive", CURV_STEPS, blocks=True, dense=True, max_n=4096,
                      needs=("grad", "hessian")), lambda k, blocks: P.HessianBMA(k, blocks))
@@ -115,6 +117,8 @@ _register(MethodInfo("kfac", "Kronecker-factored Fisher per linear layer + lam I
                      max_n=4096, needs=("grad", "kfac_factors")), lambda: P.KFAC())
 _register(MethodInfo("lbfgs", "L-BFGS two-loop inverse-Hessian approximation", {"memory": 10}, "armijo",
                      ("armijo", "fixed")), lambda memory: P.LBFGS(memory))
+_register(MethodInfo("bfgs", "dense inverse-Hessian BFGS with curvature skip (small n)", {}, "armijo",
+                     ("armijo", "fixed"), dense=True, max_n=4096), lambda: _qn.BFGS())
 
 
 # -- parameter validation (table-driven) --------------------------------------------------------------

@@ -15,6 +15,7 @@ and gradient at ``x_new`` when the rule had to compute them anyway (the solver t
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -111,10 +112,12 @@ class Armijo(StepRule):
 class Regularized(StepRule):
     """The talk's regularized step: alpha_k = sqrt(M ||g_k|| / 2) + sigma (no line search).
 
-    ``M`` defaults to the problem's Hessian Lipschitz constant; ``sigma`` to the preconditioner's bound
-    (``Preconditioner.sigma``): sqrt(lambda_max^2 n(n-1) + n delta^2) for the uniform direction (computed
-    once), sigma(x_k) = L sum_s |phi(a_s, x_k) - b_s| (least squares) or 2 f(x_k) (softmax) for Fisher
-    preconditioners (recomputed every step, as in the talk).
+    ``M`` defaults to the problem's Hessian Lipschitz constant; ``sigma`` to the preconditioner's
+    (``Preconditioner.sigma``): sqrt(lambda_max^2 n(n-1)/m + n delta^2) for the uniform direction
+    (computed once; lambda_max at x0 or <= L, see ``UniformDirection``), 0 for the exact Hessian; for
+    Fisher estimates the talk's sigma(x_k) only where its bound covers the estimate, else the documented
+    estimate ||H(x0) - D(x0)||_2 (``preconditioners._FisherSigma``). After ``init``, ``sigma_source``
+    says which: "given" or the preconditioner's ``sigma_source(problem)``; the runner records it.
     """
     name = "regularized"
 
@@ -123,6 +126,7 @@ class Regularized(StepRule):
         _check_positive("sigma", sigma, allow_none=True, allow_zero=True)
         self.M, self.sigma = M, sigma
         self.preconditioner = None  # set by the registry so sigma can default to its bound
+        self.sigma_source = None    # set by init
 
     def init(self, problem, x):
         M = self.M if self.M is not None else problem.M
@@ -134,17 +138,27 @@ class Regularized(StepRule):
             raise ValueError(f"step='regularized' needs sigma: preconditioner "
                              f"{getattr(pre, 'name', None)!r} has no known bound on problem {problem.name!r}; "
                              "pass sigma=...")
+        if self.sigma is not None:
+            self.sigma_source = "given"
+        else:
+            src = getattr(pre, "sigma_source", None)
+            self.sigma_source = src(problem) if callable(src) else "preconditioner bound"
         return {"M": float(M), "sigma": self.sigma}
 
     def step(self, state, x, f, g, op, oracle):
         sigma = state["sigma"]
         if sigma is None:
             pre = self.preconditioner
-            sigma = pre.sigma(oracle, x) if pre is not None else None
+            if pre is None:
+                sigma = None
+            elif "op" in inspect.signature(pre.sigma).parameters:   # an estimate that needs D itself
+                sigma = pre.sigma(oracle, x, op=op)
+            else:
+                sigma = pre.sigma(oracle, x)
             if sigma is None:
                 raise ValueError("step='regularized' needs sigma: this preconditioner has no known bound; pass sigma=...")
-            if not getattr(pre, "sigma_per_step", False):   # a bound over all x: computed once
-                state["sigma"] = sigma
+            if not getattr(pre, "sigma_per_step", False):   # a bound over all x or an estimate at x0: once
+                state["sigma"] = float(sigma)
         alpha = torch.sqrt(state["M"] * norm(g) / 2) + sigma
         return x - oracle.solve(op, g, alpha), None, None, state
 

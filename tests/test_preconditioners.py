@@ -39,8 +39,7 @@ def test_uniform_direction_forms_match_dense(device):
     for form, delta in (("raw", 0.0), ("symmetrized", 0.0), ("regularized", 0.25)):
         op, state, oracle = _update(P.UniformDirection(form, delta), prob, x, seed=7)
         gen = torch.Generator(device=device).manual_seed(7)              # replay the draw
-        u = torch.randn(n, generator=gen, dtype=torch.float32, device=device).to(F64)
-        u = u / u.norm()
+        u = P.UniformDirection.draw(torch.empty(1, n, dtype=F64, device=device), gen)[0]
         D = n * torch.outer(H @ u, u)
         if form != "raw":
             D = 0.5 * (D + D.T) + delta * torch.eye(n, dtype=F64, device=device)

@@ -34,6 +34,7 @@ SECTION_TITLES = [
     "Time to eps and performance profile",
     "CPU vs CUDA",
     "Measured iterations beside the talk's iteration bound",
+    "The talks' claims",
     "History over commits: results store",
     "History over commits: asv",
     "History over saved runs: pytest-benchmark",
@@ -288,8 +289,11 @@ def test_one_img_per_generated_figure(built, store_dir, history):
     theory = int((np.isfinite(runs["theory_bound"]) & runs["iters_to_eps"].notna()).any())
     store_hist = 1  # scalable was re-measured at a second commit
     asv_dir, _, _ = history
+    from precond_core.bench import claims as _claims   # the talks' claims chapter: one img per claim figure
+    _r, _it = load_tables(store_dir)
+    claim_figs = sum(len(c.figures) for c in _claims.evaluate_claims(*rp.current_runs(rp._normalize_runs(_r), _it))[0])
     expected = (
-        conv + scaling + blocks + profile + theory + store_hist + 2 + 1
+        conv + scaling + blocks + profile + theory + store_hist + 2 + 1 + claim_figs
     )  # asv: 2 benchmarks; pytest-benchmark: 1 group
     assert n_declared == expected
     for a in parsed.imgs:

@@ -1194,6 +1194,7 @@ def collect_sections(
         section_profile(current, colours),
         section_devices(current),
         section_theory(current, colours),
+        __import__("precond_core.bench.claims", fromlist=["section_claims"]).section_claims(current, iters),
         section_store_history(runs, colours, all_iters),
         section_asv(asv if asv is not None else pd.DataFrame()),
         section_pytest_benchmark(pb if pb is not None else pd.DataFrame()),

@@ -213,6 +213,8 @@ def run_cell(cell: Cell) -> CellResult:
              "k": None if k is None else int(k), "device": cell.device, "dtype": cell.dtype, "seed": cell.seed}
     resolved = {a: v for a, v in getattr(method, "params", {}).items()}
     from precond_core.problems.registry import provenance
+    if getattr(getattr(method, "step_rule", None), "sigma_source", None):   # regularized step: where sigma came from
+        resolved["sigma_source"] = method.step_rule.sigma_source
     runs = {
         **provenance(cell.problem, cell.problem_params),
         "run_id": cell.run_id, "cell_key": cell.cell_key,
