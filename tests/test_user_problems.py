@@ -414,3 +414,15 @@ def test_run_summary_counts_diverged_cells(tmp_path):
     assert s.diverged == reasons.get("diverged", 0) == 2
     assert s.timed_out == reasons.get("timeout", 0)
     assert f"diverged 2, timed out {s.timed_out}" in lines[-1]
+
+
+def test_readme_from_function_example_runs(capsys):
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Your own objective: `from_function`", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 12
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert out.count("converged") == 4, out
