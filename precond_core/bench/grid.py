@@ -399,6 +399,11 @@ def _validate_problem(name: str, params: dict, where: str, label: str, check_dat
             if key not in allowed:
                 errs.append(f"{where}: table {label}, key {key!r}: unknown parameter for problem {name!r}"
                             f"{_hint(key, sorted(allowed) + list(RUN_KEYS))}; allowed: {sorted(allowed)}")
+    if allowed is not None:
+        required = [k for k, v in _info_get(info, "params", {}).items()
+                    if v is problems.registry.REQUIRED and k not in params]
+        for key in required:
+            errs.append(f"{where}: table {label}, key {key!r}: missing; problem {name!r} needs it (no default)")
     ds = params.get("dataset")
     if ds is not None:
         why = dataset_problem(ds, check_data)
