@@ -100,6 +100,10 @@ def test_factory_and_libsvm_path_run_store_and_report(user_dir, capsys):
     assert rc == 0, err
     html = out.read_text()
     assert f"{mod}:make" in html and "my.libsvm" in html
+    shutil.copytree(store, tmp / "store_b")
+    rc, text, err = run_cli(capsys, "compare", store, tmp / "store_b")
+    assert rc == 0, err
+    assert "3 matching cells" in text and f"{mod}:make" in text and "my.libsvm" in text
 
 
 def test_register_problem_enters_make_problem_list_and_grids(user_dir, capsys):
