@@ -100,6 +100,10 @@ def test_factory_and_libsvm_path_run_store_and_report(user_dir, capsys):
     assert rc == 0, err
     html = out.read_text()
     assert f"{mod}:make" in html and "my.libsvm" in html
+    shutil.copytree(store, tmp / "store_b")
+    rc, text, err = run_cli(capsys, "compare", store, tmp / "store_b")
+    assert rc == 0, err
+    assert "3 matching cells" in text and f"{mod}:make" in text and "my.libsvm" in text
 
 
 def test_register_problem_enters_make_problem_list_and_grids(user_dir, capsys):
@@ -136,6 +140,29 @@ def test_register_problem_enters_make_problem_list_and_grids(user_dir, capsys):
     finally:
         problems.unregister_problem("my_quad")
     assert "my_quad" not in problems.list_problems()
+
+
+def test_factory_parameter_without_default_is_required(user_dir, capsys):
+    tmp, mod = user_dir
+    (tmp / f"{mod}_req.py").write_text(
+        "import torch\nfrom precond_core.problems import quadratic\n"
+        "def make(n, cond=10.0):\n    return quadratic(n=n, cond=cond)\n")
+    with pytest.raises(ValueError, match=r"needs parameter\(s\) \['n'\]"):
+        problems.make_problem(f"{mod}_req:make")
+    assert problems.make_problem(f"{mod}_req:make", n=4).n == 4
+    g = tmp / "q.toml"
+    g.write_text(f'[[problems]]\nfactory = "{mod}_req:make"\n[[methods]]\nname = "gd"\n')
+    rc, _, err = run_cli(capsys, "run", g, "--dry-run", "--store", tmp / "s")
+    assert rc == 2 and "key 'n': missing" in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_from_function_per_sample_grads_on_cuda():
+    p, A, y, sample_loss = _logistic_function_problem(with_samples="sample_loss")
+    A, y = A.cuda(), y.cuda()
+    q = problems.from_function(None, p.x0().cuda(), sample_loss=sample_loss, data=(A, y))
+    idx = torch.tensor([1, 4, 9], device="cuda")
+    torch.testing.assert_close(q.per_sample_grads(q.x0(), idx).cpu(), p.per_sample_grads(p.x0(), idx.cpu()))
 
 
 def test_bad_factory_paths_are_named(user_dir):
@@ -414,3 +441,15 @@ def test_run_summary_counts_diverged_cells(tmp_path):
     assert s.diverged == reasons.get("diverged", 0) == 2
     assert s.timed_out == reasons.get("timeout", 0)
     assert f"diverged 2, timed out {s.timed_out}" in lines[-1]
+
+
+def test_readme_from_function_example_runs(capsys):
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Your own objective: `from_function`", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 12
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert out.count("converged") == 4, out

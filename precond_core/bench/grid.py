@@ -364,14 +364,23 @@ def _validate_method(name: str, params: dict, where: str, label: str) -> None:
         if key not in allowed:
             errs.append(f"{where}: table {label}, key {key!r}: unknown parameter for method {name!r}"
                         f"{_hint(key, sorted(allowed) + list(RUN_KEYS))}; allowed: {sorted(allowed)}")
+    from precond_core.registry import _check_param
+
+    known = {k: v for k, v in params.items() if k in allowed}
+    for key, value in known.items():  # each bad value, not only the first
+        try:
+            _check_param(name, key, value)
+        except ValueError as exc:
+            errs.append(f"{where}: table {label}, key {key!r}: {exc}")
+    if not errs:
+        try:
+            pc.make_method(name, **known)
+        except (ValueError, TypeError) as exc:
+            key = getattr(exc, "param", None)
+            keytxt = f"key {key!r}" if key else f"parameters {params}"
+            errs.append(f"{where}: table {label}, {keytxt}: {exc}")
     if errs:
         raise GridError("\n".join(errs))
-    try:
-        pc.make_method(name, **params)
-    except (ValueError, TypeError) as exc:
-        key = getattr(exc, "param", None)
-        keytxt = f"key {key!r}" if key else f"parameters {params}"
-        raise GridError(f"{where}: table {label}, {keytxt}: {exc}") from None
 
 
 def _validate_problem(name: str, params: dict, where: str, label: str, check_data: bool = True) -> None:
@@ -390,6 +399,11 @@ def _validate_problem(name: str, params: dict, where: str, label: str, check_dat
             if key not in allowed:
                 errs.append(f"{where}: table {label}, key {key!r}: unknown parameter for problem {name!r}"
                             f"{_hint(key, sorted(allowed) + list(RUN_KEYS))}; allowed: {sorted(allowed)}")
+    if allowed is not None:
+        required = [k for k, v in _info_get(info, "params", {}).items()
+                    if v is problems.registry.REQUIRED and k not in params]
+        for key in required:
+            errs.append(f"{where}: table {label}, key {key!r}: missing; problem {name!r} needs it (no default)")
     ds = params.get("dataset")
     if ds is not None:
         why = dataset_problem(ds, check_data)
@@ -423,7 +437,15 @@ def dataset_problem(ds, check_data: bool = True) -> str | None:
     if check_data:
         avail = dataset_availability().get(ds)
         if avail is not None and not avail:
-            return f"data set {ds!r} is not on this machine ({avail.reason}); fetch it with `{fetch_command(ds)}`"
+            try:
+                from precond_core.datasets.registry import data_dir, registry
+                kind, ddir = registry()[ds].kind, data_dir()
+            except Exception:  # pragma: no cover
+                kind, ddir = "", None
+            if kind == "download":
+                return (f"data set {ds!r} is not on this machine (data directory {ddir}, set by PRECOND_DATA_DIR); "
+                        f"fetch it with `{fetch_command(ds)}`")
+            return f"data set {ds!r} is not on this machine: {avail.reason}"
     return None
 
 

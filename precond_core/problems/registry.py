@@ -142,6 +142,16 @@ _BUILTIN = frozenset(_REGISTRY)
 _SPECIAL = ("dtype", "device", "seed")
 
 
+class _Required:
+    """Default of a factory parameter that has none: it must be given."""
+
+    def __repr__(self):
+        return "<required>"
+
+
+REQUIRED = _Required()
+
+
 def _entry_for(factory: Callable, *, defaults: dict | None, summary: str, label: str) -> _Entry:
     if not callable(factory):
         raise ValueError(f"factory for problem {label!r} must be callable, got {type(factory).__name__}")
@@ -159,7 +169,7 @@ def _entry_for(factory: Callable, *, defaults: dict | None, summary: str, label:
             elif p.name in _SPECIAL:
                 takes.append(p.name)
             else:
-                declared[p.name] = None if p.default is p.empty else p.default
+                declared[p.name] = REQUIRED if p.default is p.empty else p.default
     if open_kw:
         takes = list(_SPECIAL)
     if defaults is not None:
@@ -337,6 +347,9 @@ def make_problem(name: str, *, dtype: torch.dtype = torch.float64, device="cpu",
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     kw = {**e.defaults, **params}
+    missing = sorted(k for k, v in kw.items() if v is REQUIRED)
+    if missing:
+        raise ValueError(f"problem {name!r} needs parameter(s) {missing} (no default)")
     if not e.factory:
         return e.build(dtype=dtype, device=as_device(device), seed=seed, **kw)
     special = {"dtype": dtype, "device": as_device(device), "seed": seed}

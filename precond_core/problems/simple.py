@@ -284,8 +284,9 @@ class FunctionProblem(Problem):
             g = torch.func.vmap(torch.func.grad(self.sample_loss), in_dims=(None,) + (0,) * len(data))
             return g(x, *data)
         _, vjp = torch.func.vjp(self.per_sample, x)
-        eye = torch.eye(self.n_samples, dtype=self.dtype, device=self.device)
-        E = eye if rows is None else eye[rows]
+        rows = torch.arange(self.n_samples, device=self.device) if rows is None else rows
+        E = torch.zeros(rows.numel(), self.n_samples, dtype=self.dtype, device=self.device)
+        E[torch.arange(rows.numel(), device=self.device), rows] = 1.0  # unit cotangents, b x S (no S x S)
         return torch.func.vmap(lambda e: vjp(e)[0])(E)
 
 
