@@ -223,3 +223,21 @@ def test_draw_rows_are_unit_and_isotropic():
     big = P.UniformDirection.draw(torch.empty(1, 3 * P.UniformDirection.DRAW_CHUNK + 5, dtype=F64),
                                   torch.Generator().manual_seed(0))
     assert bool((big != 0).all())    # every chunk, the last partial one included, is filled
+
+
+def test_run_row_records_sigma_source(tmp_path):
+    import json as _json
+    from precond_core.bench.grid import Cell
+    from precond_core.bench.runner import run_sweep
+    from precond_core.bench.store import load_tables
+    common = dict(eps=1e-4, max_iters=5, max_seconds=5.0, suite="sigma-test")
+    cells = [Cell("nls", {"n_samples": 30, "n_features": 5}, "fisher_empirical", {"step": "regularized"}, seed=0, **common),
+             Cell("nls", {"n_samples": 30, "n_features": 5}, "uniform_direction",
+                  {"step": "regularized", "sigma_form": "sup"}, seed=0, **common),
+             Cell("nls", {"n_samples": 30, "n_features": 5}, "gd", {}, seed=0, **common)]
+    s = run_sweep(("sigma-test", cells), tmp_path, git=("0" * 40, False), progress=False, log=lambda m: None)
+    assert not s.failed, s.failed
+    runs, _ = load_tables(tmp_path)
+    src = {r["method"]: _json.loads(r["method_params_resolved"]).get("sigma_source") for _, r in runs.iterrows()}
+    assert src["fisher_empirical"].startswith("estimate")
+    assert "sup" in src["uniform_direction"] and src["gd"] is None

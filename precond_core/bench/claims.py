@@ -198,6 +198,8 @@ UD_VARIANT_NAMES = {"regularized": "talk's regularized step", "fixed": "plain (S
 
 def _ud_variant(r) -> str:
     step = r["_step"]
+    if step == "fixed" and r["_mp"].get("form") == "raw":
+        return "plain D_m^{-1} g, raw form"
     name = UD_VARIANT_NAMES.get(step, str(step))
     if step == "fixed":
         name += f", delta={r['_mp'].get('delta')}"
@@ -215,7 +217,8 @@ def claim_mushrooms(runs, iters, ref) -> Claim:
               f"10^{STALL_LOG:g}; 'iters_to_about_minus_8' = first k with ||g_k|| <= 10^(-8 + {ABOUT_DECADES}) "
               f"within a factor {ABOUT_FACTOR:g} of the talk's; Newton within talk iters + {ONE_D_EXTRA_ITERS} to "
               f"10^(talk end + {ABOUT_DECADES}); GD, BFGS log10 ||g_50|| within {END_DECADES} decades of the "
-              "talk's. reproduced: all checks pass; partly: at least half; not reproduced: fewer. The chapter's "
+              "talk's. reproduced: all checks pass; partly: at least half, one of the m >= 50 entries among them; "
+              "not reproduced: otherwise. The chapter's "
               "verdict is the best step rule's, and the table names each rule's.")
     d = runs[(runs.get("dataset") == "mushrooms") & (runs["max_iters"] == 50)] if "dataset" in runs else runs.iloc[:0]
     if d.empty or rm is None:
@@ -279,12 +282,19 @@ def claim_mushrooms(runs, iters, ref) -> Claim:
                 meas = f"iters to 1e-7.5: {k}; log10 ||g_end||: {med_end(rs):.2f}"
             rows.append({"step rule": variant, "m": m, "talk": _fmt_ref(t), "measured": meas, "ok": bool(ok)})
             oks.append(bool(ok))
-        per_variant[variant] = (_verdict_from_counts(sum(oks), len(oks)), sum(oks), len(oks))
+        v = _verdict_from_counts(sum(oks), len(oks))
+        if v == "partly" and not any(r["ok"] for r in rows if r["step rule"] == variant and r["m"] >= 50):
+            v = "not reproduced"   # the claim's point: many samples reach about 1e-8
+        per_variant[variant] = (v, sum(oks), len(oks))
     order = {v: i for i, v in enumerate(VERDICTS)}
     best = min(per_variant.items(), key=lambda kv: (order[kv[1][0]], -kv[1][1])) if per_variant else None
     c.verdict = best[1][0] if best else "not run"
+    reach = [f"{r['step rule']} (m={r['m']}: {r['measured']})" for r in rows
+             if r["m"] >= 50 and "iters to 1e-7.5: None" not in r["measured"] and r["measured"] != "not run"]
     c.detail = "; ".join(f"{v}: {vv[0]} ({vv[1]}/{vv[2]} checks)" for v, vv in per_variant.items()) + \
-        (f". Best: {best[0]}." if best else "")
+        (f". Best: {best[0]}." if best else "") + \
+        (" Reaching 10^-7.5 within 50 iterations: " + "; ".join(reach) + "." if reach else
+         " No step rule reaches 10^-7.5 within 50 iterations.")
     c.table = pd.concat([pd.DataFrame(base_checks).assign(**{"step rule": "(baselines)"}), pd.DataFrame(rows)],
                         ignore_index=True)[["step rule", "entry", "m", "talk", "measured", "ok"]] \
         if rows else pd.DataFrame(base_checks)
@@ -387,6 +397,8 @@ def claim_gd_newton_500(runs, iters, ref) -> Claim:
                      "newton ok": on, "gd >= 10x": og})
     c.verdict = "reproduced" if ok_n and ok_g else ("partly" if ok_n or ok_g else "not reproduced")
     c.table = pd.DataFrame(rows)
+    c.detail = (f"Newton iterations to eps per seed: {c.table['newton iters'].tolist()}; GD: "
+                f"{c.table['gd iters'].tolist()} (budget {c.table['gd budget'].max()})")
     curves = {rid: _curve(iters, rid) for rid in d["run_id"]}
     c.figures.append(("500 x 100 logistic regression: log10 ||grad f|| for GD and Newton (Armijo)",
                       _curves_figure(d, curves, "500 x 100 logistic")))
