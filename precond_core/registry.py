@@ -186,7 +186,7 @@ PARAM_RULES: dict[str, Callable[[Any], str | None]] = {
     "k": _pos_int_or_none, "blocks": _blocks, "samples": _pos_int, "update_every": _pos_int, "b": _pos_int,
     "probes": _pos_int, "rank": _pos_int, "memory": _pos_int,
     "delta": _nonneg_num, "damping": _nonneg_num, "lambda_max": _pos_num_or_none, "beta2": _unit_halfopen,
-    "form": _choice(*P.UniformDirection.FORMS), "variant": _choice(*P.AdaGradBMA.VARIANTS),
+    "form": _choice(*P.UniformDirection.FORMS), "sigma_form": _choice(*P.UniformDirection.SIGMA_FORMS), "variant": _choice(*P.AdaGradBMA.VARIANTS),
     "hutchinson.beta": _unit_halfopen,
     # step rules
     "lr": _pos_num_or_none, "c": _unit_open, "beta": _unit_open, "M": _pos_num_or_none, "sigma": _pos_num_or_none,

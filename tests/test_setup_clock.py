@@ -32,8 +32,10 @@ def test_per_step_sigma_stays_in_the_step():
     prob = make_problem("nls", n_samples=30, n_features=5, seed=0)
     from precond_core.solver import Solver
 
-    s = Solver(prob, pc.make_method("fisher_sampled", step="regularized"), seed=0)
-    assert getattr(s.method.preconditioner, "sigma_per_step", False)
+    method = pc.make_method("fisher_sampled", step="regularized")
+    method.preconditioner.exact_model = True   # the estimate the talk's sigma(x) covers: recomputed per step
+    s = Solver(prob, method, seed=0)
+    assert s.method.preconditioner.sigma_per_step
     before = dict(s.sstate) if isinstance(s.sstate, dict) else s.sstate
     s.setup()
     assert s.sstate == before  # sigma(x_k) is recomputed each step: nothing moves to the set-up
