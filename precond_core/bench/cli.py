@@ -1,8 +1,10 @@
 """``precond-bench`` / ``python -m precond_core.bench``: run, report, list and compare benchmark results.
 
-User errors (unknown suite, method or parameter, a store that cannot be read, no results) print their
-message on stderr (a grid file: every problem found, one per line) and exit with status 2; a sweep with failed cells exits 1; Ctrl-C exits 130 after the
-finished cells are stored.
+User errors (unknown suite, method or parameter, a store that cannot be read, no results; for compare:
+no cell in common, stores from different machines without --allow-different-machines) print their
+message on stderr (a grid file: every problem found, one per line) and exit with status 2; a sweep with
+failed cells exits 1, and so does compare with --fail-on-regression when a cell is flagged; Ctrl-C exits
+130 after the finished cells are stored.
 """
 from __future__ import annotations
 

@@ -72,8 +72,12 @@ def _figure(nrows: int, ncols: int, *, sharex=False, sharey=False, w=PANEL_W, h=
 
 
 def _legend(ax, title=None, **kw):
+    """The axes' legend outside the axes (right of it unless ``loc``/``bbox_to_anchor`` say otherwise), so it
+    never covers data; the constrained layout and ``bbox_inches="tight"`` make room for it."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
+        if "loc" not in kw:
+            kw.update(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
         ax.legend(handles, labels, title=title, fontsize="small", title_fontsize="small", **kw)
 
 
@@ -103,8 +107,9 @@ def convergence(bands: pd.DataFrame, panels: Sequence[tuple[str, float]], colour
                 ax.set_xscale("log")
             ax.set_xlabel("iteration" if xcol == "iter" else "wall time (s, median over seeds, log)")
             ax.set_ylabel("gradient norm")
-            ax.set_title(panel, fontsize="medium")
-        _legend(axes[row, 0])
+            has_eps = eps is not None and np.isfinite(eps) and "eps=" not in str(panel)
+            ax.set_title(f"{panel} eps={eps:g}" if has_eps else panel, fontsize="medium")
+        _legend(axes[row, -1])
     return fig
 
 
@@ -122,6 +127,7 @@ def loglog_scaling(
     (column, axis label), one panel each.
     """
     fig, axes = _figure(1, len(metrics))
+    styles, marks = line_styles(points["method_label"]), variant_markers(points["method_label"])
     for ax, (col, ylabel) in zip(axes[0], metrics):
         for label, g in points.groupby("method_label", sort=True):
             g = g[(g[col] > 0) & np.isfinite(g[col])].sort_values("n")
@@ -134,15 +140,26 @@ def loglog_scaling(
                 s, b = float(fit["slope"].iloc[0]), float(fit["intercept"].iloc[0])
                 legend = f"{label}: slope {s:.2f}"
                 ns = np.array([g["n"].min(), g["n"].max()], dtype=float)
-                ax.plot(ns, 10 ** (s * np.log10(ns) + b), color=c, lw=1.2, ls="--")
-            ax.plot(g["n"], g[col], "o", color=c, label=legend, ms=5)
+                ax.plot(ns, 10 ** (s * np.log10(ns) + b), color=c, lw=1.2, ls=styles.get(str(label), "--"))
+            ax.plot(g["n"], g[col], marks.get(str(label), "o"), color=c, label=legend, ms=5)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("n (parameters)")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize="medium")
-        _legend(ax)
+        _legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.3), borderaxespad=0.0)  # below: panels side by side
     return fig
+
+
+def variant_markers(labels) -> dict:
+    """A marker per label: the variants of one method (sorted) get o, s, D, ^, ... (their colour is shared)."""
+    seen: dict[str, int] = {}
+    out = {}
+    for lab in sorted({str(v) for v in labels}):
+        i = seen.get(_method(lab), 0)
+        seen[_method(lab)] = i + 1
+        out[lab] = "osD^vP*X"[i % 8]
+    return out
 
 
 def block_count(points: pd.DataFrame, colours: Mapping[str, tuple], title: str) -> Figure:
@@ -159,7 +176,7 @@ def block_count(points: pd.DataFrame, colours: Mapping[str, tuple], title: str) 
     fig, axes = _figure(1, len(panels), w=4.4)
     ns = sorted(points["n"].unique())
     styles = {n: ("-", "--", ":", "-.")[i % 4] for i, n in enumerate(ns)}
-    markers = {n: "osD^v"[i % 5] for i, n in enumerate(ns)}
+    markers = variant_markers(points["method_label_nok"])  # variants (exact / scaled) share a hue; n: line style
     for ax, (col, ylabel) in zip(axes[0], panels):
         for (label, n), g in points.groupby(["method_label_nok", "n"], sort=True):
             g = g.sort_values("k")
@@ -167,7 +184,7 @@ def block_count(points: pd.DataFrame, colours: Mapping[str, tuple], title: str) 
                 g["k"],
                 g[col],
                 ls=styles[n],
-                marker=markers[n],
+                marker=markers[str(label)],
                 color=colours.get(str(label)),
                 label=f"{label}, n={n}",
                 ms=4,
@@ -205,7 +222,7 @@ def performance_profile(profile: pd.DataFrame, colours: Mapping[str, tuple], n_p
     ax.set_xlabel("tau (time to eps / best time to eps)")
     ax.set_ylabel(f"fraction of {n_problems} problems")
     ax.set_title("performance profile (time to eps)", fontsize="medium")
-    _legend(ax, loc="lower right")
+    _legend(ax)
     return fig
 
 

@@ -832,7 +832,7 @@ def section_blocks(runs: pd.DataFrame, colours) -> Section:
     kr["_it"] = kr["iters_to_eps"].fillna(np.inf)
     kr["_t"] = kr["time_to_eps"].fillna(np.inf)
     agg = (
-        kr.groupby([*SCALING_KEYS, "method_label_nok", "n", "k"], dropna=False)
+        kr.groupby([*SCALING_KEYS, "eps", "method_label_nok", "n", "k"], dropna=False)
         .agg(
             iters_to_eps=("_it", "median"),
             time_to_eps=("_t", "median"),
@@ -847,10 +847,10 @@ def section_blocks(runs: pd.DataFrame, colours) -> Section:
     plot = agg.replace([np.inf], np.nan)
     nok_colours = F.palette(agg["method_label_nok"])
     count = 0
-    for key, g in plot.groupby(SCALING_KEYS, sort=True, dropna=False):
+    for key, g in plot.groupby([*SCALING_KEYS, "eps"], sort=True, dropna=False):
         if count >= MAX_FIGURES_PER_SECTION:
             break
-        title = f"{key[0]}{'[' + key[1] + ']' if key[1] else ''} {key[2]}/{key[3]}"
+        title = f"{key[0]}{'[' + key[1] + ']' if key[1] else ''} {key[2]}/{key[3]} eps={key[4]:g}"
         sec.blocks.append(
             _fig(
                 f"{title}: medians over seeds against k (seeds that did not reach eps count as infinite; "

@@ -140,6 +140,13 @@ def check_applicable(cell: Cell, problem, method=None) -> str | None:
     return None
 
 
+def _needs_constants(method) -> bool:
+    """Whether the method's step rule reads a problem constant (lr = 1/L, M of the regularized step); the
+    others never compute them (an estimate of L is a power iteration over the data)."""
+    rule = getattr(method, "step_rule", None)
+    return any(hasattr(rule, a) and getattr(rule, a) is None for a in ("lr", "M"))
+
+
 def gradient_seconds(problem, x0, device, repeat: int = 11, warmup: int = 3) -> float:
     """Median synchronized time of ``problem.grad(x0)`` with the problem's forward cache cleared before each
     call (so every call pays a full gradient), after ``warmup`` calls."""
@@ -186,7 +193,8 @@ def run_cell(cell: Cell) -> CellResult:
         threads = torch.get_num_threads()
         x0 = problem.x0()
         t_const = time.perf_counter()
-        problem.constants()  # L, M, f* once per problem, cached with it, outside every timed figure
+        if _needs_constants(method):  # L, M, f* once per problem, cached with it, outside every timed figure
+            problem.constants()
         constants_s = time.perf_counter() - t_const
         grad_s = gradient_seconds(problem, x0, cell.device)
         if cell.device.startswith("cuda"):
