@@ -181,8 +181,8 @@ def test_same_grid_twice_flags_nothing_and_prints_the_noise(stores, capsys):
 
 def _slow_registry(monkeypatch):
     """Make problem 'logistic' with SLOW_SAMPLES samples do 60% more work per gradient (the results are
-    unchanged). The problems registry dict is patched because this version has no public hook for
-    registering a user problem."""
+    unchanged). The built-in entry is swapped in place (``register_problem`` refuses built-in names) so
+    that the slowed store's cells keep the name and match the first store's."""
     from precond_core.problems import registry
 
     entry = registry._REGISTRY["logistic"]

@@ -1174,9 +1174,12 @@ def current_runs(runs: pd.DataFrame, iters: pd.DataFrame) -> tuple[pd.DataFrame,
 
 
 def collect_sections(
-    runs: pd.DataFrame, iters: pd.DataFrame, asv: pd.DataFrame | None = None, pb: pd.DataFrame | None = None
+    runs: pd.DataFrame, iters: pd.DataFrame, asv: pd.DataFrame | None = None, pb: pd.DataFrame | None = None,
+    store_dir: str | os.PathLike | None = None,
 ) -> list[Section]:
     """Build every section (figures rendered, tables as frames + HTML) from the tables.
+
+    ``store_dir`` (optional) is where chapters that read further tables of the store (training runs) look.
 
     The store history uses every stored commit; all other sections use the newest execution of each
     run_id (``current_runs``), so a run repeated at a later commit is counted once.
@@ -1185,6 +1188,7 @@ def collect_sections(
     all_iters = iters
     current, iters = current_runs(runs, iters)
     colours = F.palette(runs["method_label"].astype(str))  # all commits: one colour per label everywhere
+    from .claims import section_claims  # claims imports this module's Section/Figure/Table
     return [
         section_leaderboard(current),
         section_header(current, iters, runs),
@@ -1194,7 +1198,7 @@ def collect_sections(
         section_profile(current, colours),
         section_devices(current),
         section_theory(current, colours),
-        __import__("precond_core.bench.claims", fromlist=["section_claims"]).section_claims(current, iters),
+        section_claims(current, iters, store_dir=store_dir),
         section_store_history(runs, colours, all_iters),
         section_asv(asv if asv is not None else pd.DataFrame()),
         section_pytest_benchmark(pb if pb is not None else pd.DataFrame()),
@@ -1249,7 +1253,7 @@ def build_report(
     runs, iters = load_tables(store_dir)
     asv = read_asv_results(asv_results_dir)
     pb = read_pytest_benchmarks(benchmark_dir)
-    sections = collect_sections(runs, iters, asv, pb)
+    sections = collect_sections(runs, iters, asv, pb, store_dir=store_dir)
     out = Path(out_path)
     html = render_html(sections, title or f"precond_core performance report ({len(runs)} runs)")
     atomic_write_text(out, html)
