@@ -318,6 +318,24 @@ class Diagonal(Operator):
     def _power(self, v, p, shift):
         return _col(_pow_eigs(self.d + shift, p), v) * v
 
+    def power_diag(self, p: float, shift, out: torch.Tensor) -> torch.Tensor:
+        """The diagonal of (D + shift I)^p written into ``out`` (n,), with ``power``'s rule (p = -1 exact; other
+        p < 0 clamped at the floor ``eig_floor(max |d + shift|)``): no allocation of size n, no host read. For the
+        step rules' hot path (``power(v, p, shift) == power_diag(p, shift, out) * v`` up to roundoff)."""
+        p = _check_p(p)
+        torch.add(self.d, self._shift(shift), out=out)
+        if p == 0:
+            return out.fill_(1.0)
+        if p == -1:                      # as ``power``: the exact inverse, no clamping
+            return out.reciprocal_()
+        if p > 0:
+            if float(p).is_integer():
+                return out.pow_(int(p))
+            return out.clamp_(min=0).pow_(p)
+        floor = eig_floor(torch.linalg.vector_norm(out, ord=math.inf))
+        torch.maximum(out, floor, out=out)
+        return out.rsqrt_() if p == -0.5 else out.pow_(p)
+
     def to_dense(self):
         return torch.diag(self.d)
 

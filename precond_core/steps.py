@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .operators import Diagonal
 from .problems.base import norm
 
 
@@ -215,6 +216,7 @@ class Adaptive(StepRule):
 class PowerState:
     t: int
     m: torch.Tensor | None
+    buf: torch.Tensor | None = None   # (D + eps I)^p of a diagonal D, written in place every step
 
 
 class Power(StepRule):
@@ -233,11 +235,18 @@ class Power(StepRule):
 
     def step(self, state, x, f, g, op, oracle):
         state.t += 1
-        m = g
+        m, lr = g, self.lr
         if state.m is not None:
             state.m.mul_(self.beta1).add_(g, alpha=1 - self.beta1)
-            m = state.m / (1 - self.beta1 ** state.t)
-        return x - self.lr * oracle.power(op, m, self.p, self.eps), None, None, state
+            m, lr = state.m, self.lr / (1 - self.beta1 ** state.t)   # bias correction folded into the step
+        if type(op) is Diagonal and m.ndim == 1 and m.dtype == op.dtype and m.shape[0] == op.n:
+            # diagonal D (AdaGrad, Adam): (D + eps I)^p into a kept buffer, then one fused x - lr h * m
+            if state.buf is None or state.buf.shape != m.shape or state.buf.dtype != m.dtype:
+                state.buf = torch.empty_like(m)
+            oracle.solves += 1
+            h = op.power_diag(self.p, self.eps, state.buf)
+            return torch.addcmul(x, h, m, value=-lr), None, None, state
+        return x - lr * oracle.power(op, m, self.p, self.eps), None, None, state
 
     def params(self):
         return {"lr": self.lr, "p": self.p, "eps": self.eps, "beta1": self.beta1}
