@@ -558,10 +558,16 @@ class AdaGradBMA(Preconditioner):
                          torch.zeros(k, dtype=x.dtype, device=x.device), z2)
 
     def update(self, s, x, g, oracle):
-        eq = ops.block_sums(torch.stack([g, g * g], dim=1), s.sizes)     # (k, 2): E^T g, E^T (g*g), one pass
-        e = eq[:, 0]
-        s.U.add_(torch.outer(e, e))
-        s.Q.add_(eq[:, 1])
+        k = len(s.sizes)
+        if all(si == s.sizes[0] for si in s.sizes):   # equal blocks: a (k, s) view, one pass each, no gathers
+            G = g.view(k, -1)
+            e = G.sum(dim=1)
+            s.Q.add_(torch.linalg.vector_norm(G, dim=1).square_())
+        else:                                          # one segment reduction per statistic
+            lengths = torch.tensor(s.sizes, device=g.device)
+            e = torch.segment_reduce(g, "sum", lengths=lengths, axis=0)
+            s.Q.add_(torch.segment_reduce(g * g, "sum", lengths=lengths, axis=0))
+        s.U.addr_(e, e)
         if s.z2 is not None:
             s.z2.addcmul_(g, g)
         if s.t % self.update_every == 0 or s.F is None:

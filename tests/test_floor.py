@@ -111,3 +111,32 @@ def test_hutchinson_probes_are_signs_in_working_dtype(dtype):
     assert z.dtype == dtype
     assert set(z.unique().tolist()) == {-1.0, 1.0}
     assert abs(float(z.mean())) < 0.05
+
+
+@pytest.mark.parametrize("sizes", [(4, 4, 4), (3, 1, 5, 2)])
+def test_blockmean_mv_without_gathers_matches_dense(sizes):
+    gen = torch.Generator().manual_seed(1)
+    k, n = len(sizes), sum(sizes)
+    A = torch.randn(k, k, generator=gen, dtype=F64)
+    bm = ops.BlockMean(torch.rand(k, generator=gen, dtype=F64) + 1, A @ A.T, sizes)
+    v = torch.randn(n, generator=gen, dtype=F64)
+    assert torch.allclose(bm.mv(v), bm.to_dense() @ v, rtol=1e-12, atol=1e-12)
+    assert "index" not in vars(bm)      # no per-coordinate index held by the operator
+    P1 = bm.matrix_power(-0.5, 1e-3)
+    assert bm.matrix_power(-0.5, 1e-3) is P1   # powered operator cached between refreshes
+    evals, W = torch.linalg.eigh(bm.to_dense() + 1e-3 * torch.eye(n, dtype=F64))
+    ref = W @ torch.diag(evals ** -0.5) @ W.T
+    assert torch.allclose(P1.mv(v), ref @ v, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("blocks", [None, [3, 1, 5, 3]])
+def test_adagrad_bma_statistics_match_dense_sum(blocks):
+    prob = _problem(n=12)
+    kw = {"blocks": blocks} if blocks else {"k": 4}
+    s = pc.Solver(prob, pc.make_method("adagrad_bma", **kw))
+    H = torch.zeros(12, 12, dtype=F64)
+    for _ in range(5):
+        H += torch.outer(s.g, s.g)
+        s.step()
+    ref = ops.block_mean_approximation(H, s.pstate.sizes)
+    assert torch.allclose(s.pstate.F.to_dense(), ref.to_dense(), rtol=1e-11, atol=1e-13)
