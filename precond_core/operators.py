@@ -332,8 +332,10 @@ class Diagonal(Operator):
             if float(p).is_integer():
                 return out.pow_(int(p))
             return out.clamp_(min=0).pow_(p)
-        floor = eig_floor(torch.linalg.vector_norm(out, ord=math.inf))
-        torch.maximum(out, floor, out=out)
+        lo, hi = torch.aminmax(out)          # max |t| in one pass (vector_norm(ord=inf) is ~10x slower on CPU)
+        floor = eig_floor(torch.maximum(hi, -lo))
+        if out.device.type != "cpu" or bool(lo < floor):   # on CPU the test is free and saves a pass
+            torch.maximum(out, floor, out=out)
         return out.rsqrt_() if p == -0.5 else out.pow_(p)
 
     def to_dense(self):

@@ -217,6 +217,15 @@ class PowerState:
     t: int
     m: torch.Tensor | None
     buf: torch.Tensor | None = None   # (D + eps I)^p of a diagonal D, written in place every step
+    spare: torch.Tensor | None = None  # the previous iterate: reused for the next one when nothing else holds it
+
+
+def _sole_owner(t: torch.Tensor, refs: int) -> bool:
+    """Whether ``t`` is referenced by no Python name beyond ``refs`` known ones and no view shares its
+    storage, so overwriting it cannot change a tensor anyone else holds."""
+    import sys
+    return (sys.getrefcount(t) <= refs + 2   # + the parameter and getrefcount's own argument
+            and torch._C._storage_Use_Count(t.untyped_storage()._cdata) <= 2)
 
 
 class Power(StepRule):
@@ -245,7 +254,15 @@ class Power(StepRule):
                 state.buf = torch.empty_like(m)
             oracle.solves += 1
             h = op.power_diag(self.p, self.eps, state.buf)
-            return torch.addcmul(x, h, m, value=-lr), None, None, state
+            spare, state.spare = state.spare, None
+            if (spare is not None and spare is not x and spare.shape == x.shape and spare.dtype == x.dtype
+                    and _sole_owner(spare, 1)):
+                x_new = torch.addcmul(x, h, m, value=-lr, out=spare)   # no fresh n-vector (page faults)
+            else:
+                x_new = torch.addcmul(x, h, m, value=-lr)
+            del spare
+            state.spare = x
+            return x_new, None, None, state
         return x - lr * oracle.power(op, m, self.p, self.eps), None, None, state
 
     def params(self):

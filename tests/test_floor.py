@@ -140,3 +140,22 @@ def test_adagrad_bma_statistics_match_dense_sum(blocks):
         s.step()
     ref = ops.block_mean_approximation(H, s.pstate.sizes)
     assert torch.allclose(s.pstate.F.to_dense(), ref.to_dense(), rtol=1e-11, atol=1e-13)
+
+
+def test_power_step_never_overwrites_an_iterate_someone_holds():
+    prob = _problem()
+    s = pc.Solver(prob, pc.make_method("adagrad"))
+    kept, copies = [], []
+    for i in range(6):
+        s.step()
+        if i % 2 == 0:                      # hold every other iterate (and a view of one)
+            kept.append(s.x)
+            copies.append(s.x.clone())
+    view = s.x[:3]
+    before = view.clone()
+    for _ in range(4):
+        s.step()
+    assert all(torch.equal(a, b) for a, b in zip(kept, copies))
+    assert torch.equal(view, before)
+    ref = _ref_power_run(prob, 0.1, 0.0, 0.0, 1e-10, 10, adam=False)
+    assert torch.allclose(s.x, ref, rtol=1e-12, atol=1e-14)
