@@ -13,6 +13,7 @@ printed and written to ``results/step_cost-<time>.csv`` and ``.json`` (``--out``
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import os
@@ -51,6 +52,32 @@ class _Lane:
             self.counts[key] = self.counts.get(key, 0) + after[key] - before[key]
 
 
+def own_problem(problem):
+    """A shallow copy of ``problem`` (the data tensors are shared, read-only) with its own forward-pass
+    cache, so one lane's cached forward pass is never evicted by, nor reused for, another lane."""
+    fresh = copy.copy(problem)
+    cache = getattr(problem, "_cache", None)
+    if cache is not None:
+        fresh._cache = type(cache)()
+    return fresh
+
+
+def make_lane_solver(method, n, device, family="scalable", step=None, warm=1):
+    """``cases.make_solver`` on a problem object of the method's own (:func:`own_problem`)."""
+    cases.require_device(device)
+    cases.check_size(method, n, None)
+    problem = own_problem(cases.PROBLEM_FAMILIES[family](n, device, cases.SEED))
+    m = cases.make_method(method, None, step)
+    cases.check_compatible(problem, m)
+    try:
+        solver = pc.Solver(problem, m, seed=cases.SEED)
+    except ValueError as exc:
+        raise cases.Skip(f"{m.label} cannot run on this problem: {exc}") from None
+    for _ in range(warm):
+        solver.step()
+    return solver
+
+
 def measure(methods, ns, device: str, repeat: int, log=print, family: str = "scalable",
             step: str | None = None) -> list[dict]:
     """Rows (one per method and n that runs here) from round-robin timing: every round times one step of
@@ -58,14 +85,16 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
     change of load on a shared machine moves them together. One untimed round first; medians and means
     over ``repeat`` rounds. The solvers advance from the seeded start (each answer is checked first) and
     one whose gradient norm fell by ``1 / RESTART_BELOW`` starts again (untimed), so every timed step is
-    in the working regime, not past convergence where line-search rules pay several evaluations."""
+    in the working regime, not past convergence where line-search rules pay several evaluations. Every
+    lane runs on its own problem object (:func:`own_problem`), so no lane evicts another's cached
+    forward pass, and the gradient timing clears its own cache first."""
     rows = []
     for n in ns:
         grad_fn, hvp_fn = cases.oracle_fns(n, device, family=family)
         lanes = {}
         for method in methods:
             try:
-                solver = cases.make_solver(method, n, device, family=family, step=step)
+                solver = make_lane_solver(method, n, device, family=family, step=step)
                 cases.check_step(solver)
             except cases.Skip as exc:
                 log(f"  {method:20s} skipped: {exc}")
@@ -75,7 +104,7 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
         for r in range(repeat + 1):
             for m, lane in lanes.items():
                 if float(lane.solver.g.norm()) <= RESTART_BELOW * lane.g0:   # converged: restart (untimed)
-                    lane.solver = cases.make_solver(m, n, device, family=family, step=step)
+                    lane.solver = make_lane_solver(m, n, device, family=family, step=step)
                     lane.restarts += 1
                 c0 = lane.solver.counts
                 t0 = timing.now(device)

@@ -318,6 +318,26 @@ class Diagonal(Operator):
     def _power(self, v, p, shift):
         return _col(_pow_eigs(self.d + shift, p), v) * v
 
+    def power_diag(self, p: float, shift, out: torch.Tensor) -> torch.Tensor:
+        """The diagonal of (D + shift I)^p written into ``out`` (n,), with ``power``'s rule (p = -1 exact; other
+        p < 0 clamped at the floor ``eig_floor(max |d + shift|)``): no allocation of size n, no host read. For the
+        step rules' hot path (``power(v, p, shift) == power_diag(p, shift, out) * v`` up to roundoff)."""
+        p = _check_p(p)
+        torch.add(self.d, self._shift(shift), out=out)
+        if p == 0:
+            return out.fill_(1.0)
+        if p == -1:                      # as ``power``: the exact inverse, no clamping
+            return out.reciprocal_()
+        if p > 0:
+            if float(p).is_integer():
+                return out.pow_(int(p))
+            return out.clamp_(min=0).pow_(p)
+        lo, hi = torch.aminmax(out)          # max |t| in one pass (vector_norm(ord=inf) is ~10x slower on CPU)
+        floor = eig_floor(torch.maximum(hi, -lo))
+        if out.device.type != "cpu" or bool(lo < floor):   # on CPU the test is free and saves a pass
+            torch.maximum(out, floor, out=out)
+        return out.rsqrt_() if p == -0.5 else out.pow_(p)
+
     def to_dense(self):
         return torch.diag(self.d)
 
@@ -633,14 +653,30 @@ class BlockMean(Operator):
         self.B = _check_tensor(B, "B", shape=(k, k), like=lam, like_name="lam")
         self.sizes = _check_sizes(sizes, "sizes", k=k)
         self.k, self.n, self.dtype, self.device = k, sum(self.sizes), lam.dtype, lam.device
-        self.index, s_int = _block_structure(self.sizes, _norm_device(lam.device))
-        self.s = s_int.to(lam.dtype)
+        self._lengths = _block_structure(self.sizes, _norm_device(lam.device))[1]   # (k,) int64, cached
+        self.s = self._lengths.to(lam.dtype)
+        self.equal = all(si == self.sizes[0] for si in self.sizes)   # equal blocks: a (k, s) view, no gathers
         self._eigK = None
+        self._powers: dict = {}   # (p, shift) -> the powered block mean, for Python-number shifts
+
+    @property
+    def index(self) -> torch.Tensor:
+        """The length-n block index (``block_index``); built on demand, not held by the operator."""
+        return block_index(self.sizes, self.device)
 
     def mv(self, v):
         v = self._check_v(v)
-        e = block_sums(v, self.sizes, self.index)
-        return _col(self.lam.index_select(0, self.index), v) * v + (self.B @ e).index_select(0, self.index)
+        if v.ndim == 1:
+            if self.equal:                                   # (k, s) view: block sums and expansion by broadcasting
+                V = v.view(self.k, self.n // self.k)
+                e = V.sum(dim=1)
+                return torch.addcmul((self.B @ e).unsqueeze(1), self.lam.unsqueeze(1), V).view(self.n)
+            e = torch.segment_reduce(v, "sum", lengths=self._lengths, axis=0)
+            out = torch.repeat_interleave(self.B @ e, self._lengths, output_size=self.n)
+            return out.addcmul_(torch.repeat_interleave(self.lam, self._lengths, output_size=self.n), v)
+        e = block_sums(v, self.sizes)
+        idx = self.index
+        return _col(self.lam.index_select(0, idx), v) * v + (self.B @ e).index_select(0, idx)
 
     def _finish(self, hK: torch.Tensor, hlam: torch.Tensor) -> "BlockMean":
         rs = self.s.rsqrt()
@@ -661,8 +697,17 @@ class BlockMean(Operator):
         """(D + shift I)^p as a block mean, eigenvalues clamped as in the module docstring (B symmetric)."""
         p = _check_p(p)
         shift = self._shift(shift)
-        if p == -1:
-            return self.inverse(shift)
+        key = (p, shift) if isinstance(shift, float) else None
+        if key is not None and key in self._powers:
+            return self._powers[key]
+        out = self.inverse(shift) if p == -1 else self._matrix_power(p, shift)
+        if key is not None:
+            if len(self._powers) >= 4:
+                self._powers.clear()
+            self._powers[key] = out
+        return out
+
+    def _matrix_power(self, p, shift) -> "BlockMean":
         if self._eigK is None:
             rs = self.s.sqrt()
             K = torch.diag(self.lam) + rs.unsqueeze(1) * self.B * rs.unsqueeze(0)

@@ -156,6 +156,7 @@ class IdentityP(Preconditioner):
 class _DiagState:
     acc: torch.Tensor
     t: int = 0
+    out: torch.Tensor | None = None   # Adam: the bias-corrected second moment, written in place
 
 
 class AdamP(Preconditioner):
@@ -172,7 +173,10 @@ class AdamP(Preconditioner):
     def update(self, s, x, g, oracle):
         s.t += 1
         s.acc.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-        return ops.Diagonal(s.acc / (1 - self.beta2 ** s.t)), s
+        if s.out is None:
+            s.out = torch.empty_like(s.acc)
+        torch.mul(s.acc, 1.0 / (1 - self.beta2 ** s.t), out=s.out)
+        return ops.Diagonal(s.out), s
 
 
 class AdaGradDiag(Preconditioner):
@@ -219,13 +223,33 @@ class Hutchinson(Preconditioner):
     def init(self, problem, x, generator):
         return _GenState(generator)
 
+    @staticmethod
+    def rademacher_(z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Fill ``z`` in place with independent +-1 entries in its own dtype (no int64 draw, no conversion)."""
+        return z.bernoulli_(0.5, generator=generator).mul_(2).sub_(1)
+
     def update(self, s, x, g, oracle):
-        d = torch.zeros_like(x)
-        for _ in range(self.probes):
-            z = torch.randint(0, 2, x.shape, generator=s.generator, device=x.device).to(x.dtype).mul_(2).sub_(1)
-            d.addcmul_(z, oracle.hvp(x, z))
-        d.div_(self.probes).abs_()
-        if self.beta and s.acc is not None:
+        # buffers kept in the state and reused every step: the probe z and the estimate d (the operator
+        # returned last step is no longer used when update runs again)
+        ex = s.extra
+        z = ex.get("z")
+        if z is None or z.shape != x.shape or z.dtype != x.dtype:
+            z = ex["z"] = torch.empty_like(x)
+        ema = self.beta and s.acc is not None
+        d = ex.get("d") if ema else s.acc
+        if d is None or d.shape != x.shape or d.dtype != x.dtype:
+            d = torch.empty_like(x)
+        for j in range(self.probes):
+            hz = oracle.hvp(x, self.rademacher_(z, s.generator))
+            if j == 0:
+                torch.mul(z, hz, out=d)
+            else:
+                d.addcmul_(z, hz)
+        if self.probes > 1:
+            d.div_(self.probes)
+        d.abs_()
+        if ema:
+            ex["d"] = d
             s.acc.mul_(self.beta).add_(d, alpha=1 - self.beta)
         else:
             s.acc = d
@@ -534,10 +558,16 @@ class AdaGradBMA(Preconditioner):
                          torch.zeros(k, dtype=x.dtype, device=x.device), z2)
 
     def update(self, s, x, g, oracle):
-        eq = ops.block_sums(torch.stack([g, g * g], dim=1), s.sizes)     # (k, 2): E^T g, E^T (g*g), one pass
-        e = eq[:, 0]
-        s.U.add_(torch.outer(e, e))
-        s.Q.add_(eq[:, 1])
+        k = len(s.sizes)
+        if all(si == s.sizes[0] for si in s.sizes):   # equal blocks: a (k, s) view, one pass each, no gathers
+            G = g.view(k, -1)
+            e = G.sum(dim=1)
+            s.Q.add_(torch.linalg.vector_norm(G, dim=1).square_())
+        else:                                          # one segment reduction per statistic
+            lengths = torch.tensor(s.sizes, device=g.device)
+            e = torch.segment_reduce(g, "sum", lengths=lengths, axis=0)
+            s.Q.add_(torch.segment_reduce(g * g, "sum", lengths=lengths, axis=0))
+        s.U.addr_(e, e)
         if s.z2 is not None:
             s.z2.addcmul_(g, g)
         if s.t % self.update_every == 0 or s.F is None:
@@ -609,25 +639,28 @@ class LBFGSInverse(ops.Operator):
     inverts the solve for tests. Memory O(n m).
     """
 
-    def __init__(self, S: list, Y: list, n: int, dtype, device):
+    def __init__(self, S: list, Y: list, n: int, dtype, device, rho: list | None = None, gamma=None):
         self.S, self.Y, self.n, self.dtype, self.device = S, Y, n, dtype, device
+        # rho_i = 1 / (y_i^T s_i) and the initial scaling gamma = s^T y / y^T y of the newest pair, cached
+        # by ``LBFGS.update`` when each pair is stored (computed here only when not given)
+        self.rho = rho if rho is not None else [1.0 / torch.dot(y, s) for s, y in zip(S, Y)]
+        if gamma is None and S:
+            gamma = torch.dot(S[-1], Y[-1]) / torch.dot(Y[-1], Y[-1])
+        self.gamma = gamma
 
     def solve(self, v, shift=0.0):
         if not isinstance(shift, (int, float)) or shift != 0:
             raise ValueError("L-BFGS applies its inverse only without a shift (use step='armijo' or 'fixed')")
         q = v.clone()
-        rhos = [1.0 / torch.dot(y, s) for s, y in zip(self.S, self.Y)]
         alphas = []
-        for s, y, rho in reversed(list(zip(self.S, self.Y, rhos))):
+        for s, y, rho in zip(reversed(self.S), reversed(self.Y), reversed(self.rho)):
             a = rho * torch.dot(s, q)
             alphas.append(a)
-            q = q - a * y
+            q.addcmul_(y, a, value=-1)          # q -= a y, in place, no host read
         if self.S:
-            s, y = self.S[-1], self.Y[-1]
-            q = q * (torch.dot(s, y) / torch.dot(y, y))
-        for (s, y, rho), a in zip(zip(self.S, self.Y, rhos), reversed(alphas)):
-            b = rho * torch.dot(y, q)
-            q = q + (a - b) * s
+            q.mul_(self.gamma)
+        for s, y, rho, a in zip(self.S, self.Y, self.rho, reversed(alphas)):
+            q.addcmul_(s, a - rho * torch.dot(y, q))   # q += (a - b) s
         return q
 
     def mv(self, v):
@@ -657,19 +690,30 @@ class LBFGS(Preconditioner):
         self.memory = memory
 
     def init(self, problem, x, generator):
-        return {"S": [], "Y": [], "x": None, "g": None}
+        return {"S": [], "Y": [], "rho": [], "gamma": None, "x": None, "g": None, "spare": None}
 
     def update(self, s, x, g, oracle):
         if s["x"] is not None:
-            sv, yv = x - s["x"], g - s["g"]
-            if bool(torch.dot(sv, yv) > 1e-12 * torch.linalg.vector_norm(sv) * torch.linalg.vector_norm(yv)):
+            # the new pair is written into a spare pair of buffers; the pair dropped when memory is full
+            # (or a refused one) becomes the next spare: no allocation in the steady state
+            if s["spare"] is None:
+                s["spare"] = (torch.empty_like(x), torch.empty_like(g))
+            sv, yv = s["spare"]
+            torch.sub(x, s["x"], out=sv)
+            torch.sub(g, s["g"], out=yv)
+            ys = torch.dot(sv, yv)
+            if bool(ys > 1e-12 * torch.linalg.vector_norm(sv) * torch.linalg.vector_norm(yv)):
                 s["S"].append(sv)
                 s["Y"].append(yv)
+                s["rho"].append(1.0 / ys)
+                s["gamma"] = ys / torch.dot(yv, yv)
+                s["spare"] = None
                 if len(s["S"]) > self.memory:
-                    s["S"].pop(0)
-                    s["Y"].pop(0)
+                    s["spare"] = (s["S"].pop(0), s["Y"].pop(0))
+                    s["rho"].pop(0)
         s["x"], s["g"] = x, g
-        return LBFGSInverse(list(s["S"]), list(s["Y"]), x.shape[0], x.dtype, x.device), s
+        return LBFGSInverse(list(s["S"]), list(s["Y"]), x.shape[0], x.dtype, x.device, list(s["rho"]),
+                            s["gamma"]), s
 
 
 __all__ = ["Preconditioner", "IdentityP", "AdamP", "AdaGradDiag", "AdaGradFull", "Hutchinson", "ExactHessian",

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from . import preconditioners as P
 from . import steps as S
 from . import quasi_newton as _qn
+from . import newton_cg as _ncg
 
 # parameters each step rule takes (besides ``step``); ``None`` means "derive from the problem"
 STEP_PARAMS: dict[str, dict[str, Any]] = {
@@ -117,6 +118,9 @@ _register(MethodInfo("kfac", "Kronecker-factored Fisher per linear layer + lam I
                      max_n=4096, needs=("grad", "kfac_factors")), lambda: P.KFAC())
 _register(MethodInfo("lbfgs", "L-BFGS two-loop inverse-Hessian approximation", {"memory": 10}, "armijo",
                      ("armijo", "fixed")), lambda memory: P.LBFGS(memory))
+_register(MethodInfo("newton_cg", "Hessian-free Newton-CG: CG on HVPs, Eisenstat-Walker forcing, float32 inner solve option",
+                     {"inner_dtype": None, "cg_maxiter": None}, "armijo", CURV_STEPS, needs=("grad", "hvp")),
+          lambda inner_dtype, cg_maxiter: _ncg.NewtonCG(inner_dtype, cg_maxiter))
 _register(MethodInfo("bfgs", "dense inverse-Hessian BFGS with curvature skip (small n)", {}, "armijo",
                      ("armijo", "fixed"), dense=True, max_n=4096), lambda: _qn.BFGS())
 
@@ -188,6 +192,7 @@ PARAM_RULES: dict[str, Callable[[Any], str | None]] = {
     "delta": _nonneg_num, "damping": _nonneg_num, "lambda_max": _pos_num_or_none, "beta2": _unit_halfopen,
     "form": _choice(*P.UniformDirection.FORMS), "sigma_form": _choice(*P.UniformDirection.SIGMA_FORMS), "variant": _choice(*P.AdaGradBMA.VARIANTS),
     "hutchinson.beta": _unit_halfopen,
+    "inner_dtype": _choice(*_ncg.INNER_DTYPES), "cg_maxiter": _pos_int_or_none,
     # step rules
     "lr": _pos_num_or_none, "c": _unit_open, "beta": _unit_open, "M": _pos_num_or_none, "sigma": _pos_num_or_none,
     "gamma0": _pos_num, "grow": lambda v: None if _is_num(v) and v >= 1 else "a number >= 1",

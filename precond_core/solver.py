@@ -136,6 +136,7 @@ class Trace:
     message: str = ""
     state_bytes: int = 0
     setup_s: float = 0.0  # the method's one-off set-up (synchronized seconds), before times[0] = 0
+    events: dict = field(default_factory=dict)  # counts the method reports, e.g. newton_cg's negative_curvature
     x: torch.Tensor | None = None
 
     @property
@@ -243,6 +244,9 @@ def minimize(problem: Problem, method, *, x0: torch.Tensor | None = None, eps: f
     if solver.op is not None:
         trace.state_bytes = max(trace.state_bytes, solver.state_bytes)
     trace.x = solver.x
+    events = solver.pstate.get("events") if isinstance(solver.pstate, dict) else None
+    if events:
+        trace.events = dict(events)
     return trace
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .operators import Diagonal
 from .problems.base import norm
 
 
@@ -215,6 +216,16 @@ class Adaptive(StepRule):
 class PowerState:
     t: int
     m: torch.Tensor | None
+    buf: torch.Tensor | None = None   # (D + eps I)^p of a diagonal D, written in place every step
+    spare: torch.Tensor | None = None  # the previous iterate: reused for the next one when nothing else holds it
+
+
+def _sole_owner(t: torch.Tensor, refs: int) -> bool:
+    """Whether ``t`` is referenced by no Python name beyond ``refs`` known ones and no view shares its
+    storage, so overwriting it cannot change a tensor anyone else holds."""
+    import sys
+    return (sys.getrefcount(t) <= refs + 2   # + the parameter and getrefcount's own argument
+            and torch._C._storage_Use_Count(t.untyped_storage()._cdata) <= 2)
 
 
 class Power(StepRule):
@@ -233,11 +244,26 @@ class Power(StepRule):
 
     def step(self, state, x, f, g, op, oracle):
         state.t += 1
-        m = g
+        m, lr = g, self.lr
         if state.m is not None:
             state.m.mul_(self.beta1).add_(g, alpha=1 - self.beta1)
-            m = state.m / (1 - self.beta1 ** state.t)
-        return x - self.lr * oracle.power(op, m, self.p, self.eps), None, None, state
+            m, lr = state.m, self.lr / (1 - self.beta1 ** state.t)   # bias correction folded into the step
+        if type(op) is Diagonal and m.ndim == 1 and m.dtype == op.dtype and m.shape[0] == op.n:
+            # diagonal D (AdaGrad, Adam): (D + eps I)^p into a kept buffer, then one fused x - lr h * m
+            if state.buf is None or state.buf.shape != m.shape or state.buf.dtype != m.dtype:
+                state.buf = torch.empty_like(m)
+            oracle.solves += 1
+            h = op.power_diag(self.p, self.eps, state.buf)
+            spare, state.spare = state.spare, None
+            if (spare is not None and spare is not x and spare.shape == x.shape and spare.dtype == x.dtype
+                    and _sole_owner(spare, 1)):
+                x_new = torch.addcmul(x, h, m, value=-lr, out=spare)   # no fresh n-vector (page faults)
+            else:
+                x_new = torch.addcmul(x, h, m, value=-lr)
+            del spare
+            state.spare = x
+            return x_new, None, None, state
+        return x - lr * oracle.power(op, m, self.p, self.eps), None, None, state
 
     def params(self):
         return {"lr": self.lr, "p": self.p, "eps": self.eps, "beta1": self.beta1}

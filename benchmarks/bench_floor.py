@@ -1,0 +1,263 @@
+"""How close the project's methods run to their floors, side by side in one process (1 thread by default).
+
+    python benchmarks/bench_floor.py flat --n 10000000 --rounds 7        # gradient given, flat float32
+    python benchmarks/bench_floor.py fixed --rounds 7                     # minimize's fixed cost, n = 10
+    python benchmarks/bench_floor.py mushrooms --rounds 5                 # time to ||g|| <= 1e-6 vs SciPy, sklearn
+
+``flat``: one update of a flat float32 vector from a given gradient (no oracle): the project's adagrad
+and adagrad_bma (k = 8, 64, 512) preconditioner + power step against ``torch.optim.Adagrad`` (default
+settings) on a tensor of the same size; seconds per update and the ratio to torch's.
+``fixed``: ``minimize`` with gd (fixed step) on a 10-dimensional quadratic against a bare torch loop of
+the same arithmetic (the problem's loss_grad, x - lr g, the host reads of f and ||g||); seconds per
+iteration and the ratio.
+``mushrooms``: time to ||g|| <= 1e-6 on mushrooms (logistic regression, lam = 1e-3) of newton_cg (float64
+and float32 inner solve), newton, lbfgs and bfgs against SciPy's Newton-CG, trust-ncg and L-BFGS-B and
+scikit-learn's LogisticRegression (lbfgs, newton-cg, newton-cholesky), all on 1 thread (threadpoolctl
+for NumPy/SciPy). A peer's own tolerance is calibrated first (untimed): divided by 10 until its answer
+has ||g|| <= 1e-6 in the project's objective. Project times are set-up + iteration clock of ``minimize``
+(the problem is built before). Ratios are to SciPy Newton-CG. Needs scipy, scikit-learn and threadpoolctl
+(the ``bench`` extra) for the peers.
+
+Rounds are interleaved (every round runs every contender once) and medians reported.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+import precond_core as pc  # noqa: E402
+from precond_core.oracle import Oracle  # noqa: E402
+
+
+def _interleave(contenders: dict, rounds: int) -> dict:
+    """{name: median seconds} of ``fn()`` over interleaved rounds (one untimed warm-up round)."""
+    samples = {k: [] for k in contenders}
+    for r in range(rounds + 1):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            if r:
+                samples[name].append(dt)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+# -- flat: gradient given ---------------------------------------------------------------------------
+class _FlatProblem:
+    """The bare minimum a preconditioner's init needs (n, blocks); no oracle."""
+    name, blocks, L, M = "flat", None, None, None
+
+    def __init__(self, n):
+        self.n = n
+
+
+def flat(n: int, rounds: int, ks=(8, 64, 512)) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(n, generator=gen, dtype=torch.float32)
+    contenders = {}
+
+    p = torch.nn.Parameter(torch.zeros(n, dtype=torch.float32))
+    p.grad = g.clone()
+    opt = torch.optim.Adagrad([p])
+    contenders["torch.optim.Adagrad"] = opt.step
+
+    def lane(method):
+        m = pc.make_method(method)
+        prob = _FlatProblem(n)
+        box = {"x": torch.zeros(n, dtype=torch.float32)}
+        oracle = Oracle(prob)
+        pst = m.preconditioner.init(prob, box["x"], gen)
+        sst = m.step_rule.init(prob, box["x"])
+        holder = {"p": pst, "s": sst}
+
+        def step():
+            op, holder["p"] = m.preconditioner.update(holder["p"], box["x"], g, oracle)
+            box["x"], _, _, holder["s"] = m.step_rule.step(holder["s"], box["x"], None, g, op, oracle)
+        return m.label, step
+
+    label, fn = lane("adagrad")
+    contenders[label] = fn
+    for k in ks:
+        m = pc.make_method("adagrad_bma", k=k)
+        prob = _FlatProblem(n)
+        box = {"x": torch.zeros(n, dtype=torch.float32), "p": None, "s": None}
+        oracle = Oracle(prob)
+        box["p"] = m.preconditioner.init(prob, box["x"], gen)
+        box["s"] = m.step_rule.init(prob, box["x"])
+
+        def step(m=m, box=box, oracle=oracle):
+            op, box["p"] = m.preconditioner.update(box["p"], box["x"], g, oracle)
+            box["x"], _, _, box["s"] = m.step_rule.step(box["s"], box["x"], None, g, op, oracle)
+        contenders[m.label] = step
+    med = _interleave(contenders, rounds)
+    ref = med["torch.optim.Adagrad"]
+    print(f"flat float32 n = {n:.0e}, {torch.get_num_threads()} thread(s), median of {rounds} interleaved rounds")
+    for k, v in med.items():
+        print(f"  {k:28s} {v * 1e3:9.2f} ms  {v / ref:6.2f}x torch.optim.Adagrad")
+    return med
+
+
+# -- fixed cost at n = 10 ---------------------------------------------------------------------------
+def fixed(rounds: int, iters: int = 2000) -> dict:
+    prob = pc.problems.quadratic(n=10, cond=10.0, seed=0)
+    lr = 1.0 / prob.L
+    x0 = prob.x0()
+
+    def project():
+        pc.minimize(prob, pc.make_method("gd", lr=lr), eps=1e-300, max_iters=iters)
+
+    def bare():
+        x = x0.clone()
+        f, g = prob.loss_grad(x)
+        fs, gs = [float(f)], [float(torch.linalg.vector_norm(g))]
+        for _ in range(iters):
+            x = x - lr * g
+            f, g = prob.loss_grad(x)
+            fs.append(float(f))
+            gs.append(float(torch.linalg.vector_norm(g)))
+    med = _interleave({"minimize(gd)": project, "bare torch loop": bare}, rounds)
+    print(f"fixed cost per iteration, n = 10, {iters} iterations, {torch.get_num_threads()} thread(s), "
+          f"median of {rounds} interleaved rounds")
+    for k, v in med.items():
+        print(f"  {k:20s} {v / iters * 1e6:8.2f} us/iteration")
+    print(f"  ratio minimize / bare: {med['minimize(gd)'] / med['bare torch loop']:.3f}")
+    return med
+
+
+# -- mushrooms --------------------------------------------------------------------------------------
+def mushrooms(rounds: int, eps: float = 1e-6) -> dict:
+    import numpy as np
+    from benchmarks import cases
+    prob = cases.dataset_problem("mushrooms")
+    lam, S = prob.lam, prob.n_samples
+    A = prob.A.to_dense().numpy() if prob.A.layout != torch.strided else prob.A.numpy()
+    b = prob.b.numpy()
+    x0 = prob.x0().numpy()
+
+    def gnorm(w):
+        return float(torch.linalg.vector_norm(prob.grad(torch.as_tensor(np.asarray(w, dtype=np.float64)))))
+
+    contenders = {}
+    for spec in [("newton_cg", {}), ("newton_cg", {"inner_dtype": "float32"}), ("newton", {}), ("lbfgs", {}),
+                 ("bfgs", {})]:
+        m = pc.make_method(spec[0], **spec[1])
+        tr = pc.minimize(prob, m, eps=eps, max_iters=2000)
+        if tr.stop_reason != "converged":
+            print(f"  {m.label}: {tr.stop_reason}, skipped")
+            continue
+        contenders[m.label] = (lambda m=m: pc.minimize(prob, m, eps=eps, max_iters=2000))
+
+    try:
+        import scipy.optimize as so
+    except ImportError:
+        so = None
+
+    def np_fun(w):
+        z = A @ w
+        m = -b * z
+        return float(np.mean(np.logaddexp(0.0, m)) + 0.5 * lam * w @ w)
+
+    def np_grad(w):
+        z = A @ w
+        s = 1.0 / (1.0 + np.exp(b * z))
+        return -(A.T @ (b * s)) / S + lam * w
+
+    def np_fun_grad(w):
+        z = A @ w
+        m = -b * z
+        s = 1.0 / (1.0 + np.exp(-m))
+        return float(np.mean(np.logaddexp(0.0, m)) + 0.5 * lam * w @ w), -(A.T @ (b * s)) / S + lam * w
+
+    def np_hessp(w, v):
+        z = A @ w
+        p = 1.0 / (1.0 + np.exp(-z))
+        return A.T @ (p * (1 - p) * (A @ v)) / S + lam * v
+
+    def calibrated(run, tol0):
+        tol = tol0
+        for _ in range(12):
+            w = run(tol)
+            if gnorm(w) <= eps:
+                return tol
+            tol /= 10
+        return None
+
+    if so is not None:
+        peers = {
+            "scipy Newton-CG": (lambda tol: so.minimize(np_fun_grad, x0, jac=True, hessp=np_hessp, method="Newton-CG",
+                                                        options={"xtol": tol}).x, 1e-5),
+            "scipy trust-ncg": (lambda tol: so.minimize(np_fun_grad, x0, jac=True, hessp=np_hessp, method="trust-ncg",
+                                                        options={"gtol": tol}).x, 1e-6),
+            "scipy L-BFGS-B": (lambda tol: so.minimize(np_fun_grad, x0, jac=True, method="L-BFGS-B",
+                                                       options={"gtol": tol, "ftol": 1e-15, "maxiter": 10000}).x, 1e-6),
+        }
+        try:
+            from sklearn.linear_model import LogisticRegression
+            C = 1.0 / (lam * S)
+            for solver in ("lbfgs", "newton-cg", "newton-cholesky"):
+                def run(tol, solver=solver):
+                    est = LogisticRegression(C=C, fit_intercept=False, solver=solver, tol=tol, max_iter=10000)
+                    return est.fit(A, b).coef_.ravel()
+                peers[f"sklearn {solver}"] = (run, 1e-4)
+        except ImportError:
+            print("  scikit-learn not installed: its peers skipped")
+        for name, (run, tol0) in peers.items():
+            tol = calibrated(run, tol0)
+            if tol is None:
+                print(f"  {name}: never reached ||g|| <= {eps}, skipped")
+                continue
+            contenders[f"{name} (tol={tol:g})"] = (lambda run=run, tol=tol: run(tol))
+    else:
+        print("  scipy not installed: peers skipped")
+
+    try:
+        from threadpoolctl import threadpool_limits
+        ctx = threadpool_limits(limits=torch.get_num_threads())
+    except ImportError:
+        ctx = None
+        print("  threadpoolctl not installed: NumPy/SciPy threads not limited")
+    try:
+        med = _interleave(contenders, rounds)
+    finally:
+        if ctx is not None:
+            ctx.unregister() if hasattr(ctx, "unregister") else None
+    ref_key = next((k for k in med if k.startswith("scipy Newton-CG")), None)
+    print(f"mushrooms (n = {prob.n}, S = {S}, lam = {lam}) to ||g|| <= {eps}, {torch.get_num_threads()} thread(s), "
+          f"median of {rounds} interleaved rounds")
+    for k, v in sorted(med.items(), key=lambda kv: kv[1]):
+        ratio = f"{v / med[ref_key]:6.2f}x scipy Newton-CG" if ref_key else ""
+        print(f"  {k:40s} {v * 1e3:9.2f} ms  {ratio}")
+    return med
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=("flat", "fixed", "mushrooms"))
+    ap.add_argument("--n", type=float, default=1e7, help="flat: vector size (default 1e7)")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
+    if args.threads < 1:
+        ap.error("--threads must be >= 1")
+    torch.set_num_threads(args.threads)
+    if args.what == "flat":
+        flat(int(args.n), args.rounds)
+    elif args.what == "fixed":
+        fixed(args.rounds)
+    else:
+        mushrooms(args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

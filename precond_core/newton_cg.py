@@ -1,0 +1,135 @@
+"""Hessian-free Newton-CG (docs/METHODS.md section 4): the Newton direction by truncated conjugate
+gradients on Hessian-vector products, never an n x n matrix.
+
+``NewtonCG.update`` returns a ``CGInverse`` operator at x; the step rule's ``solve(g, shift)`` runs CG
+on (H + shift I) d = g (shift = 0 for ``armijo``/``fixed``, the rule's alpha for ``adaptive`` and
+``regularized``), stopped by the Eisenstat-Walker forcing term ||r|| <= eta ||g||, eta =
+min(0.5, sqrt(||g||)) (superlinear local convergence), or after ``cg_maxiter`` products. Negative
+curvature (p^T (H + shift I) p <= 0): CG stops and returns the last iterate, a descent direction (the
+gradient itself when it is met at the first product); each occurrence is counted in
+``state["events"]["negative_curvature"]`` and reported in ``Trace.events``. The default step rule is the
+Armijo backtracking line search starting at t = 1.
+
+``inner_dtype="float32"``: the CG runs in float32 on a float32 copy of the data (made once, in
+``init``) with the Hessian weights at x cast once per step, while the gradient, the line search and the
+stopping test stay in the problem's dtype; the direction is cast back. Supported for logistic
+regression (problems that hold a ``design`` and expose their curvature weights); any other problem
+refuses it with a ``ValueError`` naming ``inner_dtype``. Memory: O(n) (CG's four vectors), plus the
+float32 copy of the data when asked.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import operators as ops
+from .preconditioners import Preconditioner
+
+INNER_DTYPES = (None, "float32", "float64")
+
+
+class CGInverse(ops.Operator):
+    """(H + shift I)^{-1} v ~= truncated CG on the products ``hvp`` (``solve`` only)."""
+
+    def __init__(self, hvp, n, dtype, device, gnorm: float, maxiter: int, events: dict, inner_dtype=None,
+                 oracle=None):
+        self.hvp, self.n, self.dtype, self.device = hvp, n, dtype, device
+        self.eta = min(0.5, math.sqrt(gnorm))
+        self.maxiter, self.events, self.inner_dtype, self.oracle = maxiter, events, inner_dtype, oracle
+
+    def solve(self, v, shift=0.0):
+        v = self._check_v(v)
+        c = float(shift)
+        b = v if self.inner_dtype is None else v.to(self.inner_dtype)
+        z = torch.zeros_like(b)
+        r = b.clone()
+        p = b.clone()
+        rr = float(torch.dot(r, r))
+        tol2 = (self.eta ** 2) * rr
+        for j in range(self.maxiter):
+            Ap = self.hvp(p)
+            if self.oracle is not None:
+                self.oracle.hvps += 1
+            if c:
+                Ap.add_(p, alpha=c)
+            pAp = float(torch.dot(p, Ap))
+            if not pAp > 0:                       # negative (or zero) curvature: stop with a descent direction
+                self.events["negative_curvature"] = self.events.get("negative_curvature", 0) + 1
+                if j == 0:
+                    z = b.clone()
+                break
+            alpha = rr / pAp
+            z.add_(p, alpha=alpha)
+            r.add_(Ap, alpha=-alpha)
+            rr_new = float(torch.dot(r, r))
+            self.events["cg_iterations"] = self.events.get("cg_iterations", 0) + 1
+            if rr_new <= tol2:
+                break
+            p.mul_(rr_new / rr).add_(r)
+            rr = rr_new
+        return z if self.inner_dtype is None else z.to(self.dtype)
+
+    def mv(self, v):
+        v = self._check_v(v)
+        out = self.hvp(v if self.inner_dtype is None else v.to(self.inner_dtype))
+        return out if self.inner_dtype is None else out.to(self.dtype)
+
+    def _power(self, v, p, shift):
+        raise NotImplementedError("Newton-CG provides the inverse only (p = -1)")
+
+
+def _lowp_hvp_factory(problem, dtype):
+    """A builder ``at(x) -> hvp32(v)`` of Hessian-vector products in ``dtype`` for logistic regression
+    (a float32 copy of the design, weights at x cast once per step), or ``None`` when the problem has no
+    such path."""
+    design = getattr(problem, "design", None)
+    if design is None or not callable(getattr(problem, "_weights", None)) or not hasattr(problem, "lam"):
+        return None
+    from .problems._common import Design
+    low = Design(design.A.to(dtype), dtype, design.device, "A")
+    inv_s, lam = 1.0 / design.S, float(problem.lam)
+
+    def at(x):
+        w = problem._weights(problem._forward(x)).to(dtype)
+        return lambda v: low.rmv(w * low.mv(v)).mul_(inv_s).add_(v, alpha=lam)
+    return at
+
+
+class NewtonCG(Preconditioner):
+    name = "newton_cg"
+
+    def __init__(self, inner_dtype: str | None = None, cg_maxiter: int | None = None):
+        if inner_dtype not in INNER_DTYPES:
+            raise ValueError(f"inner_dtype must be one of {INNER_DTYPES}, got {inner_dtype!r}")
+        if cg_maxiter is not None and (not isinstance(cg_maxiter, int) or isinstance(cg_maxiter, bool)
+                                       or cg_maxiter < 1):
+            raise ValueError(f"cg_maxiter must be a positive integer or None, got {cg_maxiter!r}")
+        self.inner_dtype, self.cg_maxiter = inner_dtype, cg_maxiter
+
+    def init(self, problem, x, generator):
+        want = None if self.inner_dtype is None else getattr(torch, self.inner_dtype)
+        state = {"events": {"negative_curvature": 0, "cg_iterations": 0}, "lowp": None, "inner": None}
+        if want is not None and want != x.dtype:
+            if torch.finfo(want).bits > torch.finfo(x.dtype).bits:
+                raise ValueError(f"inner_dtype={self.inner_dtype!r} is wider than the problem's dtype {x.dtype}; "
+                                 "use inner_dtype=None")
+            lowp = _lowp_hvp_factory(problem, want)
+            if lowp is None:
+                raise ValueError(f"inner_dtype={self.inner_dtype!r}: problem {problem.name!r} has only "
+                                 f"{x.dtype} Hessian-vector products (a low-precision inner solve is available "
+                                 "for logistic regression); use inner_dtype=None")
+            state["lowp"], state["inner"] = lowp, want
+        return state
+
+    def update(self, s, x, g, oracle):
+        n = x.shape[0]
+        maxiter = self.cg_maxiter or min(n, 1000)
+        gnorm = float(torch.linalg.vector_norm(g))
+        if s["lowp"] is not None:
+            hvp = s["lowp"](x)
+            return CGInverse(hvp, n, x.dtype, x.device, gnorm, maxiter, s["events"], s["inner"], oracle), s
+        return CGInverse(lambda v: oracle.hvp(x, v), n, x.dtype, x.device, gnorm, maxiter, s["events"]), s
+
+
+__all__ = ["NewtonCG", "CGInverse", "INNER_DTYPES"]

@@ -1,0 +1,161 @@
+"""The in-place hot paths (AdaGrad/Adam power step, L-BFGS two-loop, Hutchinson probes, block means) give
+the results of the plain formulas in float64 up to roundoff."""
+import pytest
+import torch
+
+import precond_core as pc
+from precond_core import operators as ops
+from precond_core import preconditioners as P
+
+F64 = torch.float64
+
+
+def _problem(n=12, seed=0):
+    return pc.problems.quadratic(n=n, cond=20.0, seed=seed)
+
+
+def _ref_power_run(problem, lr, beta1, beta2, eps, steps, adam):
+    """Plain out-of-place AdaGrad / Adam on dense float64, the formulas of docs/METHODS.md."""
+    x = problem.x0().clone()
+    v = torch.zeros_like(x)
+    m = torch.zeros_like(x)
+    for t in range(1, steps + 1):
+        g = problem.grad(x)
+        if adam:
+            v = beta2 * v + (1 - beta2) * g * g
+            d = v / (1 - beta2 ** t)
+            m = beta1 * m + (1 - beta1) * g
+            mh = m / (1 - beta1 ** t)
+        else:
+            v = v + g * g
+            d, mh = v, g
+        t_ = d + eps
+        h = torch.maximum(t_, ops.eig_floor(t_.abs().max())) ** -0.5
+        x = x - lr * h * mh
+    return x
+
+
+@pytest.mark.parametrize("name", ["adagrad", "adam"])
+def test_power_step_fast_path_matches_formula(name):
+    prob = _problem()
+    method = pc.make_method(name)
+    s = pc.Solver(prob, method)
+    for _ in range(15):
+        s.step()
+    p = method.params
+    ref = _ref_power_run(prob, p["lr"], p["beta1"], p.get("beta2", 0.0), p["eps"], 15, adam=name == "adam")
+    assert torch.allclose(s.x, ref, rtol=1e-12, atol=1e-14)
+    assert s.counts["solves"] == 15
+
+
+def test_diagonal_power_diag_matches_power():
+    d = torch.tensor([0.0, 1e-30, 2.0, 5.0, 1e3], dtype=F64)
+    D = ops.Diagonal(d)
+    v = torch.linspace(-1, 1, 5, dtype=F64)
+    out = torch.empty(5, dtype=F64)
+    for p in (-0.5, -1.0, -0.25, 0.5, 1.0, 0.0, 2.0):
+        for shift in (0.0, 1e-10, 0.3):
+            assert torch.allclose(D.power_diag(p, shift, out) * v, D.power(v, p, shift), rtol=1e-13, atol=0)
+
+
+def _two_loop(S, Y, v):
+    """The textbook L-BFGS two-loop recursion (Nocedal and Wright, Algorithm 7.4), out of place."""
+    q = v.clone()
+    alphas = []
+    for s, y in reversed(list(zip(S, Y))):
+        a = torch.dot(s, q) / torch.dot(y, s)
+        alphas.append(a)
+        q = q - a * y
+    q = q * (torch.dot(S[-1], Y[-1]) / torch.dot(Y[-1], Y[-1]))
+    for (s, y), a in zip(zip(S, Y), reversed(alphas)):
+        b = torch.dot(y, q) / torch.dot(y, s)
+        q = q + (a - b) * s
+    return q
+
+
+def test_lbfgs_cached_rho_matches_two_loop_and_reuses_buffers():
+    prob = _problem(n=10)
+    s = pc.Solver(prob, pc.make_method("lbfgs", memory=3))
+    ptrs = set()
+    for it in range(8):
+        s.step()
+        st = s.pstate
+        ptrs |= {t.data_ptr() for t in st["S"]}
+        if len(st["S"]) >= 2:
+            v = torch.linspace(-1, 2, prob.n, dtype=F64)
+            assert torch.allclose(s.op.solve(v), _two_loop(st["S"], st["Y"], v), rtol=1e-12, atol=1e-15)
+            for sv, yv, rho in zip(st["S"], st["Y"], st["rho"]):
+                assert torch.allclose(rho, 1 / torch.dot(yv, sv), rtol=1e-14)
+    # memory 3: at most memory + 1 pair buffers ever allocated (the pairs and one spare)
+    assert len(ptrs) <= 4
+    assert len(s.pstate["S"]) == 3
+
+
+def test_lbfgs_refused_pair_keeps_the_oldest():
+    pre = P.LBFGS(memory=2)
+    prob = _problem(n=4)
+    st = pre.init(prob, prob.x0(), None)
+    xs = [torch.tensor([1.0, 0, 0, 0], dtype=F64) * i for i in range(3)]
+    gs = [torch.tensor([2.0, 0, 0, 0], dtype=F64) * i for i in range(3)]
+    for x, g in zip(xs, gs):
+        _, st = pre.update(st, x, g, None)
+    kept = [t.clone() for t in st["S"]]
+    _, st = pre.update(st, xs[2] + 1.0, gs[2] - 1.0, None)   # y^T s < 0: refused
+    assert len(st["S"]) == 2 and all(torch.equal(a, b) for a, b in zip(kept, st["S"]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hutchinson_probes_are_signs_in_working_dtype(dtype):
+    gen = torch.Generator().manual_seed(0)
+    z = P.Hutchinson.rademacher_(torch.empty(10_000, dtype=dtype), gen)
+    assert z.dtype == dtype
+    assert set(z.unique().tolist()) == {-1.0, 1.0}
+    assert abs(float(z.mean())) < 0.05
+
+
+@pytest.mark.parametrize("sizes", [(4, 4, 4), (3, 1, 5, 2)])
+def test_blockmean_mv_without_gathers_matches_dense(sizes):
+    gen = torch.Generator().manual_seed(1)
+    k, n = len(sizes), sum(sizes)
+    A = torch.randn(k, k, generator=gen, dtype=F64)
+    bm = ops.BlockMean(torch.rand(k, generator=gen, dtype=F64) + 1, A @ A.T, sizes)
+    v = torch.randn(n, generator=gen, dtype=F64)
+    assert torch.allclose(bm.mv(v), bm.to_dense() @ v, rtol=1e-12, atol=1e-12)
+    assert "index" not in vars(bm)      # no per-coordinate index held by the operator
+    P1 = bm.matrix_power(-0.5, 1e-3)
+    assert bm.matrix_power(-0.5, 1e-3) is P1   # powered operator cached between refreshes
+    evals, W = torch.linalg.eigh(bm.to_dense() + 1e-3 * torch.eye(n, dtype=F64))
+    ref = W @ torch.diag(evals ** -0.5) @ W.T
+    assert torch.allclose(P1.mv(v), ref @ v, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("blocks", [None, [3, 1, 5, 3]])
+def test_adagrad_bma_statistics_match_dense_sum(blocks):
+    prob = _problem(n=12)
+    kw = {"blocks": blocks} if blocks else {"k": 4}
+    s = pc.Solver(prob, pc.make_method("adagrad_bma", **kw))
+    H = torch.zeros(12, 12, dtype=F64)
+    for _ in range(5):
+        H += torch.outer(s.g, s.g)
+        s.step()
+    ref = ops.block_mean_approximation(H, s.pstate.sizes)
+    assert torch.allclose(s.pstate.F.to_dense(), ref.to_dense(), rtol=1e-11, atol=1e-13)
+
+
+def test_power_step_never_overwrites_an_iterate_someone_holds():
+    prob = _problem()
+    s = pc.Solver(prob, pc.make_method("adagrad"))
+    kept, copies = [], []
+    for i in range(6):
+        s.step()
+        if i % 2 == 0:                      # hold every other iterate (and a view of one)
+            kept.append(s.x)
+            copies.append(s.x.clone())
+    view = s.x[:3]
+    before = view.clone()
+    for _ in range(4):
+        s.step()
+    assert all(torch.equal(a, b) for a, b in zip(kept, copies))
+    assert torch.equal(view, before)
+    ref = _ref_power_run(prob, 0.1, 0.0, 0.0, 1e-10, 10, adam=False)
+    assert torch.allclose(s.x, ref, rtol=1e-12, atol=1e-14)
