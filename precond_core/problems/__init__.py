@@ -4,6 +4,7 @@ Factories: ``logistic_regression``, ``scalable``, ``nonlinear_least_squares``, `
 ``one_d``, ``quadratic``, ``from_function``; by name: ``make_problem``, ``list_problems``, ``problem_info``.
 """
 from .base import Problem, check_partition, check_vector, norm, partition
+from .module import ModuleProblem, module_problem  # noqa: F401
 from .logistic import LogisticRegression, ScalableLogistic, logistic_regression, scalable
 from .nls import LINKS, NonlinearLeastSquares, nonlinear_least_squares
 from .registry import list_problems, make_problem, problem_info
