@@ -15,6 +15,7 @@ from . import preconditioners as P
 from . import steps as S
 from . import quasi_newton as _qn
 from . import newton_cg as _ncg
+from .bma_lu2018 import AdaGradBMALu2018 as _lu2018
 
 # parameters each step rule takes (besides ``step``); ``None`` means "derive from the problem"
 STEP_PARAMS: dict[str, dict[str, Any]] = {
@@ -107,7 +108,7 @@ _register(MethodInfo("newton_bma", "optimal block-mean approximation of the exac
 _register(MethodInfo("adagrad_bma", "AdaGrad with the block-mean approximation of sum g g^T (exact or Z F Z)",
                      {"k": None, "blocks": None, "variant": "exact", "update_every": 1, "damping": 0.1}, "power",
                      ("power",), blocks=True),
-          lambda k, blocks, variant, update_every, damping: P.AdaGradBMA(k, blocks, variant, update_every, damping))
+          lambda k, blocks, variant, update_every, damping: _lu2018(k, blocks, update_every) if variant == "lu2018" else P.AdaGradBMA(k, blocks, variant, update_every, damping))
 _register(MethodInfo("block_diag_hessian", "block-diagonal part of the Hessian", {"k": None, "blocks": None},
                      "adaptive", CURV_STEPS, blocks=True, max_n=20000, needs=("grad", "hessian_blocks")),
           lambda k, blocks: P.BlockDiagHessian(k, blocks))

@@ -5,6 +5,7 @@ Factories: ``logistic_regression``, ``scalable``, ``nonlinear_least_squares``, `
 ``register_problem`` or a ``"package.module:function"`` factory path (see ``registry``).
 """
 from .base import Problem, check_partition, check_vector, norm, partition
+from .module import ModuleProblem, module_problem  # noqa: F401
 from .logistic import LogisticRegression, ScalableLogistic, logistic_regression, scalable
 from .nls import LINKS, NonlinearLeastSquares, nonlinear_least_squares
 from .registry import (dataset_label, import_factory, is_dataset_path, list_problems, make_problem, problem_info,

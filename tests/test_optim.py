@@ -1,0 +1,277 @@
+import copy
+
+import pytest
+import torch
+
+from precond_core import operators as ops
+from precond_core.bma_lu2018 import AdaGradBMALu2018, dense_lu2018_step
+from precond_core.models import MLP
+from precond_core.optim import AdaGrad, AdaGradBMA, AdaGradFull, Hutchinson
+from precond_core.registry import make_method
+
+torch.set_default_dtype(torch.float64)
+
+
+def _digits(n=256):
+    sk = pytest.importorskip("sklearn.datasets")
+    X, y = sk.load_digits(return_X_y=True)
+    X = torch.tensor(X[:n] / 16.0, dtype=torch.float64)
+    return X, torch.tensor(y[:n])
+
+
+def _model(seed=0, sizes=(64, 8, 10)):
+    torch.manual_seed(seed)
+    return MLP(list(sizes)).double()
+
+
+def _loss(model, X, y):
+    return torch.nn.functional.cross_entropy(model(X), y)
+
+
+def _grads(seed, model):
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype)
+
+
+def test_adagrad_matches_torch():
+    X, y = _digits()
+    a, b = _model(), _model()
+    oa, ob = AdaGrad(a.parameters(), lr=0.1), torch.optim.Adagrad(b.parameters(), lr=0.1)
+    for _ in range(10):
+        for m, o in ((a, oa), (b, ob)):
+            o.zero_grad()
+            _loss(m, X, y).backward()
+            o.step()
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(pa, pb, rtol=1e-12, atol=1e-14)
+
+
+def test_bma_exact_singletons_equals_full():
+    a, b = _model(sizes=(5, 3, 2)), _model(sizes=(5, 3, 2))
+    n = sum(p.numel() for p in a.parameters())
+    oa = AdaGradBMA(a.parameters(), lr=0.05, blocks=[1] * n)
+    ob = AdaGradFull(b.parameters(), lr=0.05)
+    for t in range(6):
+        _grads(t, a), _grads(t, b)
+        oa.step(), ob.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-8, atol=1e-10)
+
+
+def test_bma_scaled_identity_F_equals_diagonal():
+    # F = I exactly when every group is one coordinate (the 1 x 1 normalized block mean is 1): with
+    # damping 0 the scaled variant is then diagonal AdaGrad, eps and delta inside the root
+    gen = torch.Generator().manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(1, generator=gen)) for _ in range(6)]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    opt = AdaGradBMA([{"params": [p]} for p in ps], lr=0.05, variant="scaled", damping=0.0, delta=1e-10, eps=0.0)
+    acc = [torch.zeros(1) for _ in qs]
+    for t in range(5):
+        g = torch.randn(6, generator=gen)
+        for i in range(6):
+            ps[i].grad = g[i:i + 1].clone()
+        opt.step()
+        with torch.no_grad():
+            for i, (q, s) in enumerate(zip(qs, acc)):
+                s.add_(g[i] ** 2)
+                q.sub_(0.05 * g[i] / (s + 1e-10).sqrt())
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
+
+
+def test_lu2018_matches_dense_formula():
+    gen = torch.Generator().manual_seed(3)
+    sizes = (3, 1, 4, 2)
+    n = sum(sizes)
+    prob = type("P", (), {"n": n, "blocks": sizes})()
+    pre = AdaGradBMALu2018()
+    x = torch.zeros(n)
+    s = pre.init(prob, x, None)
+    a = torch.zeros(n)
+    U = torch.zeros(len(sizes), len(sizes))
+    E = torch.zeros(n, len(sizes))
+    o = 0
+    for i, m in enumerate(sizes):
+        E[o:o + m, i] = 1
+        o += m
+    for _ in range(4):
+        g = torch.randn(n, generator=gen)
+        op, s = pre.update(s, x, g, None)
+        a += g * g
+        e = E.T @ g
+        U += torch.outer(e, e)
+        torch.testing.assert_close(op.power(g, -0.5, 1e-10), dense_lu2018_step(a, U, g, sizes), rtol=1e-12, atol=1e-14)
+    # via the registry with the power step rule
+    m = make_method("adagrad_bma", variant="lu2018")
+    assert isinstance(m.preconditioner, AdaGradBMALu2018)
+
+
+def test_lu2018_diagonal_U_is_diagonal_adagrad():
+    # one block: U - diag(U) = 0 -> F = I, P = 0, step g / sqrt(a + eps0)
+    n = 5
+    prob = type("P", (), {"n": n, "blocks": None})()
+    pre = AdaGradBMALu2018(blocks=[n])
+    s = pre.init(prob, torch.zeros(n), None)
+    g = torch.arange(1.0, n + 1)
+    op, s = pre.update(s, torch.zeros(n), g, None)
+    torch.testing.assert_close(op.power(g, -0.5, 1e-10), g / (g * g + 1e-10).sqrt())
+
+
+def _closure(model, opt, X, y, create_graph=False):
+    def closure():
+        opt.zero_grad()
+        loss = _loss(model, X, y)
+        loss.backward(create_graph=create_graph)
+        return loss
+    return closure
+
+
+OPTIMIZERS = [
+    ("adagrad", lambda ps: AdaGrad(ps, lr=0.05), False),
+    ("adagrad_full", lambda ps: AdaGradFull(ps, lr=0.5), False),
+    ("bma_exact", lambda ps: AdaGradBMA(ps, lr=0.05), False),
+    ("bma_scaled", lambda ps: AdaGradBMA(ps, lr=0.05, variant="scaled"), False),
+    ("bma_lu2018", lambda ps: AdaGradBMA(ps, lr=0.05, variant="lu2018"), False),
+    ("hutchinson", lambda ps: Hutchinson(ps, lr=0.05, probes=2, beta=0.9, damping=0.1), True),
+]
+
+
+@pytest.mark.parametrize("name,make,cg", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
+def test_decreases_digits_loss(name, make, cg):
+    # every optimizer lowers the full-batch training loss of the digits MLP by 20% within 30 steps
+    X, y = _digits()
+    model = _model(sizes=(64, 8, 10))
+    opt = make(model.parameters())
+    closure = _closure(model, opt, X, y, cg)
+    with torch.no_grad():
+        l0 = _loss(model, X, y).item()
+    for _ in range(30):
+        opt.step(closure)
+    with torch.no_grad():
+        l1 = _loss(model, X, y).item()
+    assert l1 < 0.8 * l0, (name, l0, l1)
+
+
+@pytest.mark.parametrize("name,make,cg", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
+def test_state_dict_round_trip(name, make, cg):
+    X, y = _digits(64)
+    a = _model()
+    oa = make(a.parameters())
+    for _ in range(3):
+        oa.step(_closure(a, oa, X, y, cg))
+    b = copy.deepcopy(a)
+    ob = make(b.parameters())
+    ob.load_state_dict(copy.deepcopy(oa.state_dict()))
+    oa.step(_closure(a, oa, X, y, cg))
+    ob.step(_closure(b, ob, X, y, cg))
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_param_groups_different_lrs():
+    a = _model(sizes=(4, 3, 2))
+    ws = [p for n, p in a.named_parameters() if n.endswith("weight")]
+    bs = [p for n, p in a.named_parameters() if n.endswith("bias")]
+    opt = AdaGradBMA([{"params": ws, "lr": 0.1}, {"params": bs, "lr": 0.01}])
+    before = [p.detach().clone() for p in ws + bs]
+    _grads(0, a)
+    opt.step()
+    # first AdaGrad step on a block moves it by lr times a bounded direction: compare with a one-group run
+    for lr, group in ((0.1, ws), (0.01, bs)):
+        b = _model(sizes=(4, 3, 2))
+        pb = [p for n, p in b.named_parameters() if n.endswith("weight" if group is ws else "bias")]
+        _grads(0, b)
+        AdaGradBMA(pb, lr=lr).step()
+        for p, q in zip(group, pb):
+            torch.testing.assert_close(p, q)
+    assert all(not torch.equal(p, q) for p, q in zip(ws + bs, before))
+
+
+def test_no_grad_params_skipped():
+    a = _model(sizes=(4, 3, 2))
+    first = next(a.parameters())
+    first.requires_grad_(False)
+    opt = AdaGradBMA(a.parameters(), lr=0.1)
+    keep = first.detach().clone()
+    _grads(0, a)
+    first.grad = None
+    opt.step()
+    assert torch.equal(first, keep)
+    assert len(opt.state[first]["flat"].sizes) == 3
+
+
+def test_bad_input():
+    a = _model(sizes=(4, 3, 2))
+    for cls in (AdaGrad, AdaGradFull, AdaGradBMA, Hutchinson):
+        with pytest.raises(ValueError, match="lr"):
+            cls(a.parameters(), lr=0.0)
+        with pytest.raises(ValueError, match="lr"):
+            cls(a.parameters(), lr=-1.0)
+    with pytest.raises(ValueError, match="variant"):
+        AdaGradBMA(a.parameters(), variant="nope")
+    with pytest.raises(ValueError, match="update_every"):
+        AdaGradBMA(a.parameters(), update_every=0)
+    opt = AdaGradBMA(a.parameters(), blocks=[3, 4])
+    _grads(0, a)
+    with pytest.raises(ValueError, match="blocks"):
+        opt.step()
+    with pytest.raises(ValueError, match="closure"):
+        Hutchinson(a.parameters()).step()
+    X, y = _digits(32)
+    m = _model()
+    h = Hutchinson(m.parameters())
+    with pytest.raises(ValueError, match="create_graph"):
+        h.step(_closure(m, h, X, y, create_graph=False))
+    big = _model()
+    o = AdaGradFull(big.parameters(), max_n=10)
+    _grads(0, big)
+    with pytest.raises(ValueError, match="max_n"):
+        o.step()
+    emb = torch.nn.Embedding(5, 2, sparse=True).double()
+    o = AdaGrad(emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(ValueError, match="grad"):
+        o.step()
+
+
+def test_state_dtype_mismatch_clear_error():
+    a = _model(sizes=(4, 3, 2))
+    opt = AdaGradBMA(a.parameters())
+    _grads(0, a)
+    opt.step()
+    a.float()
+    for p in a.parameters():
+        p.grad = torch.ones_like(p)
+    with pytest.raises(ValueError, match="optimizer state"):
+        opt.step()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_cpu(dtype):
+    res = []
+    for dev in ("cpu", "cuda"):
+        m = _model(sizes=(4, 3, 2)).to(dev, dtype)
+        opt = AdaGradBMA(m.parameters(), lr=0.1)
+        for t in range(3):
+            g = torch.Generator().manual_seed(t)
+            for p in m.parameters():
+                p.grad = torch.randn(p.shape, generator=g, dtype=dtype).to(dev)
+            opt.step()
+        res.append([p.detach().cpu() for p in m.parameters()])
+    for p, q in zip(*res):
+        torch.testing.assert_close(p, q)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_state_device_mismatch():
+    m = _model(sizes=(4, 3, 2))
+    opt = AdaGradBMA(m.parameters())
+    _grads(0, m)
+    opt.step()
+    m.cuda()
+    for p in m.parameters():
+        p.grad = torch.ones_like(p)
+    with pytest.raises(ValueError, match="optimizer state"):
+        opt.step()
