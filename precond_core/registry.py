@@ -191,7 +191,7 @@ PARAM_RULES: dict[str, Callable[[Any], str | None]] = {
     "k": _pos_int_or_none, "blocks": _blocks, "samples": _pos_int, "update_every": _pos_int, "b": _pos_int,
     "probes": _pos_int, "rank": _pos_int, "memory": _pos_int,
     "delta": _nonneg_num, "damping": _nonneg_num, "lambda_max": _pos_num_or_none, "beta2": _unit_halfopen,
-    "form": _choice(*P.UniformDirection.FORMS), "sigma_form": _choice(*P.UniformDirection.SIGMA_FORMS), "variant": _choice(*P.AdaGradBMA.VARIANTS),
+    "form": _choice(*P.UniformDirection.FORMS), "sigma_form": _choice(*P.UniformDirection.SIGMA_FORMS), "variant": _choice(*P.AdaGradBMA.VARIANTS, "lu2018"),
     "hutchinson.beta": _unit_halfopen,
     "inner_dtype": _choice(*_ncg.INNER_DTYPES), "cg_maxiter": _pos_int_or_none,
     # step rules
@@ -206,8 +206,8 @@ PARAM_RULES: dict[str, Callable[[Any], str | None]] = {
 NO_EFFECT: dict[tuple[str, str], Callable[[dict], str | None]] = {
     ("uniform_direction", "delta"): lambda p: None if p["form"] == "regularized" else
     f"delta has no effect with form={p['form']!r} (only form='regularized' adds delta I)",
-    ("adagrad_bma", "damping"): lambda p: None if p["variant"] != "exact" else
-    "damping has no effect with variant='exact' (it damps the factor F of variant='scaled')",
+    ("adagrad_bma", "damping"): lambda p: None if p["variant"] == "scaled" else
+    f"damping has no effect with variant={p['variant']!r} (it damps the factor F of variant='scaled')",
 }
 
 
