@@ -9,7 +9,14 @@ from precond_core.models import MLP
 from precond_core.optim import AdaGrad, AdaGradBMA, AdaGradFull, Hutchinson
 from precond_core.registry import make_method
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64_default():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def _digits(n=256):

@@ -48,3 +48,20 @@ def test_bad_cells():
         T.normalize({**BASE, "bogus": 1})
     with pytest.raises(ValueError, match="model"):
         T.normalize({k: v for k, v in BASE.items() if k != "model"})
+
+
+def test_bundled_training_suites_validate(tmp_path):
+    from pathlib import Path
+    d = Path(T.__file__).resolve().parent.parent / "suites" / "train"
+    quick = T.load_suite(d / "quick.toml")
+    assert {t["base"]["optimizer"] for t in quick} >= {"adagrad", "adagrad_bma", "adagrad_full"}
+    paper = T.load_suite(d / "paper_cnn.toml")
+    small = {t["base"].get("params", {}).get("variant", "exact") for t in paper
+             if t["base"]["model"] == "small_cnn" and t["base"]["optimizer"] == "adagrad_bma"}
+    assert small == {"exact", "scaled", "lu2018"}
+    full = T.load_suite(d / "paper_cnn.toml", full=True)
+    assert full[0]["base"]["subset"] == 60000 and paper[0]["base"]["subset"] == 5000
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[train]]\nmodel = "mlp"\ndata = "digits"\noptimizer = "adagrad"\nlrs = [0.1]\nfoo = 1\n')
+    with pytest.raises(ValueError, match=r"bad.toml: \[\[train\]\] #1: unknown key\(s\) \['foo'\]"):
+        T.load_suite(bad)

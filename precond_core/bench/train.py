@@ -219,3 +219,77 @@ def load_training_tables(store_dir):
             eps.append({"key": d["run"]["key"], "optimizer": d["run"]["optimizer"], "model": d["run"]["model"],
                         "lr": d["run"]["lr"], "seed": d["run"]["seed"], "params": d["run"]["params"], **e})
     return pd.DataFrame(runs), pd.DataFrame(eps)
+
+
+# --------------------------------------------------------------------------------------------------
+# suites: TOML files with [defaults], optional [full] (overrides for --full) and [[train]] tables
+# --------------------------------------------------------------------------------------------------
+TABLE_KEYS = KEYS - {"lr", "seed"} | {"lrs", "seeds", "name"}
+
+
+def load_suite(path, full: bool = False) -> list[dict]:
+    """[[train]] tables -> list of ``{"name", "base", "lrs", "seeds"}``; ``ValueError`` names file and table."""
+    import tomllib
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    unknown = set(data) - {"suite", "defaults", "full", "train"}
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level table(s) {sorted(unknown)}")
+    defaults = {**data.get("defaults", {}), **(data.get("full", {}) if full else {})}
+    out = []
+    for i, t in enumerate(data.get("train", []), 1):
+        t = {**defaults, **t}
+        bad = sorted(set(t) - TABLE_KEYS)
+        if bad:
+            raise ValueError(f"{path}: [[train]] #{i}: unknown key(s) {bad}; allowed: {sorted(TABLE_KEYS)}")
+        lrs, seeds = t.pop("lrs", None), t.pop("seeds", [0])
+        name = t.pop("name", f"{t.get('optimizer')}#{i}")
+        if not lrs:
+            raise ValueError(f"{path}: [[train]] #{i}: 'lrs' must be a non-empty list")
+        try:
+            normalize({**t, "lr": lrs[0], "seed": seeds[0]})
+        except ValueError as exc:
+            raise ValueError(f"{path}: [[train]] #{i}: {exc}") from None
+        out.append({"name": name, "base": t, "lrs": list(lrs), "seeds": list(seeds)})
+    if not out:
+        raise ValueError(f"{path}: no [[train]] tables")
+    return out
+
+
+def run_suite(path, store_dir, full: bool = False, progress=print) -> list[dict]:
+    """Tune and run every [[train]] table of the suite (resumable through the store)."""
+    res = []
+    for t in load_suite(path, full):
+        r = tune_and_run(t["base"], t["lrs"], t["seeds"], store_dir, progress)
+        if progress:
+            progress(f"{t['name']}: best lr {r['best_lr']}")
+        res.append({"name": t["name"], **r})
+    return res
+
+
+def main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m precond_core.bench.train",
+                                 description="run a training suite (precond_core/suites/train/*.toml)")
+    ap.add_argument("suite", help="a TOML file, or the name of a bundled training suite (quick, paper_cnn)")
+    ap.add_argument("--store", default="results/store")
+    ap.add_argument("--full", action="store_true", help="apply the suite's [full] settings")
+    a = ap.parse_args(argv)
+    p = Path(a.suite)
+    if not p.exists():
+        p = Path(__file__).resolve().parent.parent / "suites" / "train" / f"{a.suite}.toml"
+    for r in run_suite(p, a.store, a.full):
+        rows = [x["run"] for x in r["runs"] if x["run"]["lr"] == r["best_lr"]]
+        vals = sorted(x["final_train_loss"] for x in rows)
+        errs = sorted(x["final_test_error"] for x in rows)
+        if vals:
+            print(f"{r['name']}: lr {r['best_lr']}, final train loss median {statistics.median(vals):.4f} "
+                  f"(range {vals[0]:.4f}..{vals[-1]:.4f}), test error median {statistics.median(errs):.4f} "
+                  f"over {len(vals)} seed(s)")
+
+
+if __name__ == "__main__":
+    main()
