@@ -35,6 +35,7 @@ SECTION_TITLES = [
     "CPU vs CUDA",
     "Measured iterations beside the talk's iteration bound",
     "The talks' claims",
+    "Training networks",
     "History over commits: results store",
     "History over commits: asv",
     "History over saved runs: pytest-benchmark",

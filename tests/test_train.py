@@ -65,3 +65,67 @@ def test_bundled_training_suites_validate(tmp_path):
     bad.write_text('[[train]]\nmodel = "mlp"\ndata = "digits"\noptimizer = "adagrad"\nlrs = [0.1]\nfoo = 1\n')
     with pytest.raises(ValueError, match=r"bad.toml: \[\[train\]\] #1: unknown key\(s\) \['foo'\]"):
         T.load_suite(bad)
+
+
+SUITE = """
+[defaults]
+model = "mlp"
+data = "digits"
+epochs = 2
+batch_size = 64
+subset = 512
+seeds = [0, 1]
+
+[[train]]
+optimizer = "adagrad"
+lrs = [0.001, 0.05]
+
+[[train]]
+optimizer = "adagrad_bma"
+params = { variant = "lu2018" }
+lrs = [0.05]
+"""
+
+
+def test_cli_train_then_report_section(tmp_path, capsys):
+    """`precond-bench train FILE` stores the runs, a second call trains nothing, and the report's
+    "Training networks" section shows the runs at the chosen learning rate (and the CNN claim reads them)."""
+    from precond_core.bench.cli import main
+    from precond_core.bench.report_training import section_training, training_summary
+
+    suite = tmp_path / "t.toml"
+    suite.write_text(SUITE)
+    store = tmp_path / "store"
+    assert main(["train", str(suite), "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "adagrad#1: lr 0.05" in out or "adagrad#1: lr 0.001" in out
+    files = sorted((store / "train").glob("*.json"))
+    assert len(files) == 5  # adagrad: 2 lrs at seed 0 + the chosen lr at seed 1; lu2018: 2 seeds
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert main(["train", str(suite), "--store", str(store)]) == 0
+    assert [f.stat().st_mtime_ns for f in sorted((store / "train").glob("*.json"))] == stamps
+
+    runs, eps = T.load_training_tables(store)
+    assert set(runs["method"]) == {"adagrad", "adagrad_bma(variant=lu2018)"}
+    first = runs[(runs["method"] == "adagrad") & (runs["seed"] == 0)]
+    best = first.loc[first["final_train_loss"].idxmin(), "lr"]
+    assert set(runs.loc[runs["selected"] & (runs["method"] == "adagrad"), "lr"]) == {best}
+    summary = training_summary(runs, eps)
+    assert list(summary["seeds"]) == [2, 2]
+    row = summary[summary["method"] == "adagrad"].iloc[0]
+    final = eps[eps["run_id"].isin(runs.loc[runs["selected"] & (runs["method"] == "adagrad"), "run_id"])
+                & (eps["epoch"] == 2)]
+    assert row["test error"] == pytest.approx(final["test_error"].median())
+    sec = section_training(store)
+    assert sec.note is None and len(sec.figures) == 1
+
+
+def test_cli_train_bad_suite(tmp_path, capsys):
+    from precond_core.bench.cli import main
+
+    assert main(["train", "no_such_suite", "--store", str(tmp_path)]) == 2
+    assert "unknown training suite 'no_such_suite'" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SUITE.replace('optimizer = "adagrad"', 'optimizer = "adagradd"'))
+    assert main(["train", str(bad), "--store", str(tmp_path / "s")]) == 2
+    assert not (tmp_path / "s").exists()  # nothing trained or written

@@ -708,8 +708,10 @@ def claim_cnn(runs, iters, ref, store_dir=None) -> Claim:
                    "train_loss_sum, test_error)"
         return c
     model_col = "model" if "model" in train_runs else None
-    e = epochs.merge(train_runs[["run_id", "method"] + ([model_col] if model_col else [])], on="run_id")
-    e["kind"] = e["method"].map(lambda m: "adagrad_bma" if "bma" in str(m) else
+    if "selected" in train_runs:   # the runs at each configuration's chosen learning rate
+        train_runs = train_runs[train_runs["selected"]]
+    e = epochs.drop(columns=[c for c in ("method", "model") if c in epochs]).merge(train_runs[["run_id", "method"] + ([model_col] if model_col else [])], on="run_id")
+    e["kind"] = e["method"].map(lambda m: None if str(m).startswith("torch_") else "adagrad_bma" if "bma" in str(m) else
                                 ("adagrad_full" if "full" in str(m) else ("adagrad_diag" if "adagrad" in str(m) else None)))
     e = e[e["kind"].notna()]
     rows, every, last = [], True, True

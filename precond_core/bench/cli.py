@@ -53,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list methods, problems, datasets or suites")
     ls.add_argument("what", choices=("methods", "problems", "datasets", "suites"))
 
+    tr = sub.add_parser("train", help="train networks: a training suite (suites/train/*.toml) into a store",
+                        description="Runs every [[train]] table of a training suite: the learning-rate grid at "
+                                    "the first seed, the best by final training loss, then the other seeds; "
+                                    "each run stored as one file under <store>/train/ (a stored run is skipped, "
+                                    "so an interrupted suite resumes).")
+    tr.add_argument("suite", help="a TOML file, or a bundled training suite: " + ", ".join(
+        sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "suites" / "train").glob("*.toml"))))
+    tr.add_argument("--store", type=Path, default=None)
+    tr.add_argument("--full", action="store_true", help="apply the suite's [full] settings (the talk's scale)")
+
     st = sub.add_parser("store", help="check a results store for unreadable or orphaned parts, or repair it")
     st.add_argument("action", choices=("check", "repair"),
                     help="check: list bad parts (exit 1 when any); repair: move them to quarantine/ in the store")
@@ -82,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "report": cmd_report, "list": cmd_list, "compare": cmd_compare,
-                "store": cmd_store}[args.command](args)
+                "store": cmd_store, "train": cmd_train}[args.command](args)
     except (UserError, GridError, StoreError) as exc:
         print(f"precond-bench {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -132,6 +142,22 @@ def cmd_run(args) -> int:
         for rid, err in summary.failed[:20]:
             print(f"  {rid}: {err}", file=sys.stderr)
         return EXIT_FAIL
+    return EXIT_OK
+
+
+# -- train ----------------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from . import train
+
+    try:
+        path = train.resolve_suite(args.suite)
+        train.load_suite(path, args.full)  # every table checked before anything trains
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    store_dir = args.store or default_store()
+    progress = None if getattr(args, "no_progress", False) else (lambda msg: print(msg, file=sys.stderr))
+    for line in train.summary_lines(train.run_suite(path, store_dir, args.full, progress=progress)):
+        print(line)
     return EXIT_OK
 
 

@@ -73,6 +73,8 @@ HOW_TO = {
     "store_history": "the store holds runs of a single commit: run the same suite again after committing a change",
     "asv": "no asv results: run `asv machine --yes` then `asv run` (or `asv run --quick`) in the repository",
     "pytest_benchmark": "no saved pytest-benchmark runs: run `pytest benchmarks --benchmark-only --benchmark-autosave`",
+    "training": "no training runs in the store: run `precond-bench train quick --store <dir>` (digits MLP, a few "
+    "minutes) or `precond-bench train paper_cnn --store <dir>` (the talk's CNNs, reduced)",
 }
 
 
@@ -1188,7 +1190,8 @@ def collect_sections(
     all_iters = iters
     current, iters = current_runs(runs, iters)
     colours = F.palette(runs["method_label"].astype(str))  # all commits: one colour per label everywhere
-    from .claims import section_claims  # claims imports this module's Section/Figure/Table
+    from .claims import section_claims  # these two import this module's Section/Figure/Table
+    from .report_training import section_training
     return [
         section_leaderboard(current),
         section_header(current, iters, runs),
@@ -1199,6 +1202,7 @@ def collect_sections(
         section_devices(current),
         section_theory(current, colours),
         section_claims(current, iters, store_dir=store_dir),
+        section_training(store_dir),
         section_store_history(runs, colours, all_iters),
         section_asv(asv if asv is not None else pd.DataFrame()),
         section_pytest_benchmark(pb if pb is not None else pd.DataFrame()),

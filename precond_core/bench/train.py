@@ -208,17 +208,45 @@ def tune_and_run(base: dict, lrs, seeds, store_dir, progress=print) -> dict:
     return {"best_lr": best, "runs": list(res.values()) + rest}
 
 
+def method_label(optimizer: str, params) -> str:
+    """``optimizer`` plus its non-empty parameters, e.g. ``adagrad_bma(variant=scaled)``."""
+    p = json.loads(params) if isinstance(params, str) else dict(params or {})
+    return optimizer + ("(" + ",".join(f"{k}={v}" for k, v in sorted(p.items())) + ")" if p else "")
+
+
 def load_training_tables(store_dir):
-    """(train_runs, epochs) DataFrames from ``<store_dir>/train/*.json`` (empty frames when none)."""
+    """(train_runs, epochs) DataFrames from ``<store_dir>/train/*.json`` (empty frames when none).
+
+    ``train_runs``: one row per run with ``run_id`` (the cell key), ``method`` (optimizer label),
+    ``selected`` (True for the runs at the learning rate the DeepOBS rule picks for that configuration:
+    the lowest final training loss at the first seed, diverged runs excluded) and the cell's fields.
+    ``epochs``: one row per epoch with ``run_id``, ``method``, ``epoch``, ``train_loss_mean`` (full
+    training set after the epoch), ``train_loss_sum`` (the sum of the epoch's minibatch losses, the talk's
+    quantity), ``test_error``, ``wall_s`` and ``step_s_median``.
+    """
     import pandas as pd
     runs, eps = [], []
     for p in sorted((Path(store_dir) / "train").glob("*.json")):
         d = json.loads(p.read_text())
-        runs.append(d["run"])
+        r = d["run"]
+        label = method_label(r["optimizer"], r.get("params"))
+        runs.append({**r, "run_id": r["key"], "method": label})
         for e in d["epochs"]:
-            eps.append({"key": d["run"]["key"], "optimizer": d["run"]["optimizer"], "model": d["run"]["model"],
-                        "lr": d["run"]["lr"], "seed": d["run"]["seed"], "params": d["run"]["params"], **e})
-    return pd.DataFrame(runs), pd.DataFrame(eps)
+            eps.append({"run_id": r["key"], "key": r["key"], "method": label, "optimizer": r["optimizer"],
+                        "model": r["model"], "data": r["data"], "lr": r["lr"], "seed": r["seed"],
+                        "params": r["params"], **e, "train_loss_mean": e["train_loss"],
+                        "train_loss_sum": e["loss_sum"]})
+    runs, eps = pd.DataFrame(runs), pd.DataFrame(eps)
+    if len(runs):
+        config = [c for c in ("model", "data", "method", "epochs", "batch_size", "subset", "device", "dtype")
+                  if c in runs]
+        runs["selected"] = False
+        for _, g in runs.groupby(config, dropna=False):
+            first = g[(g["seed"] == g["seed"].min()) & (g["status"] == "ok")]
+            if len(first):
+                best = first.loc[first["final_train_loss"].idxmin(), "lr"]
+                runs.loc[g.index[g["lr"] == best], "selected"] = True
+    return runs, eps
 
 
 # --------------------------------------------------------------------------------------------------
@@ -270,6 +298,40 @@ def run_suite(path, store_dir, full: bool = False, progress=print) -> list[dict]
     return res
 
 
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites" / "train"
+
+
+def resolve_suite(name) -> Path:
+    """A TOML path, or the name of a bundled training suite; ``ValueError`` listing the bundled ones."""
+    p = Path(name)
+    if p.suffix == ".toml" or p.exists():
+        if not p.exists():
+            raise ValueError(f"training suite file {p} does not exist")
+        return p
+    p = SUITES_DIR / f"{name}.toml"
+    if not p.exists():
+        known = ", ".join(sorted(q.stem for q in SUITES_DIR.glob("*.toml")))
+        raise ValueError(f"unknown training suite {name!r}; bundled: {known} (or give a .toml path)")
+    return p
+
+
+def summary_lines(results) -> list[str]:
+    """One line per [[train]] table: chosen lr, medians over seeds of the final loss and test error."""
+    out = []
+    for r in results:
+        rows = [x["run"] for x in r["runs"] if x["run"]["lr"] == r["best_lr"]]
+        vals = sorted(x["final_train_loss"] for x in rows)
+        errs = sorted(x["final_test_error"] for x in rows)
+        diverged = sum(x["run"]["status"] == "diverged" for x in r["runs"])
+        if vals:
+            out.append(f"{r['name']}: lr {r['best_lr']}, final train loss median {statistics.median(vals):.4f} "
+                       f"(range {vals[0]:.4f}..{vals[-1]:.4f}), test error median {statistics.median(errs):.4f} "
+                       f"over {len(vals)} seed(s); {diverged} diverged run(s)")
+        else:
+            out.append(f"{r['name']}: every learning rate diverged ({diverged} run(s))")
+    return out
+
+
 def main(argv=None):
     import argparse
     ap = argparse.ArgumentParser(prog="python -m precond_core.bench.train",
@@ -278,17 +340,8 @@ def main(argv=None):
     ap.add_argument("--store", default="results/store")
     ap.add_argument("--full", action="store_true", help="apply the suite's [full] settings")
     a = ap.parse_args(argv)
-    p = Path(a.suite)
-    if not p.exists():
-        p = Path(__file__).resolve().parent.parent / "suites" / "train" / f"{a.suite}.toml"
-    for r in run_suite(p, a.store, a.full):
-        rows = [x["run"] for x in r["runs"] if x["run"]["lr"] == r["best_lr"]]
-        vals = sorted(x["final_train_loss"] for x in rows)
-        errs = sorted(x["final_test_error"] for x in rows)
-        if vals:
-            print(f"{r['name']}: lr {r['best_lr']}, final train loss median {statistics.median(vals):.4f} "
-                  f"(range {vals[0]:.4f}..{vals[-1]:.4f}), test error median {statistics.median(errs):.4f} "
-                  f"over {len(vals)} seed(s)")
+    for line in summary_lines(run_suite(resolve_suite(a.suite), a.store, a.full)):
+        print(line)
 
 
 if __name__ == "__main__":
