@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 pytest.importorskip("pyarrow")
 
@@ -79,7 +80,10 @@ k = 4
 variant = "scaled"
 """
 SLOW_SAMPLES = 4000
-EXTRA = 0.6  # the slowed gradient does 60% more work: products with 60% of the rows, both directions
+# the slowed gradient does 150% more work (products with 1.5x the rows, both directions): at 60% the steps
+# of adagrad_bma, whose per-step overhead at n = 250 is large beside the gradient, were only ~1.2x slower,
+# too close to the 1.1 threshold for a test on a loaded machine
+EXTRA = 1.5
 
 
 def run_grid(tmp, name):
@@ -180,7 +184,7 @@ def test_same_grid_twice_flags_nothing_and_prints_the_noise(stores, capsys):
 
 
 def _slow_registry(monkeypatch):
-    """Make problem 'logistic' with SLOW_SAMPLES samples do 60% more work per gradient (the results are
+    """Make problem 'logistic' with SLOW_SAMPLES samples do 150% more work per gradient (the results are
     unchanged). The built-in entry is swapped in place (``register_problem`` refuses built-in names) so
     that the slowed store's cells keep the name and match the first store's."""
     from precond_core.problems import registry
@@ -191,7 +195,7 @@ def _slow_registry(monkeypatch):
         prob = entry.build(**kw)
         if kw.get("n_samples") != SLOW_SAMPLES or kw.get("dataset"):
             return prob
-        part = prob.A[: int(EXTRA * prob.n_samples)].contiguous()
+        part = torch.cat([prob.A] * 2)[: int(EXTRA * prob.n_samples)].contiguous()
         base = type(prob)
 
         class SlowGradient(base):
@@ -228,7 +232,7 @@ def test_slower_gradient_flagged_in_exactly_its_cells(stores, monkeypatch, capsy
     assert (table.loc[slow, "iters_to_eps"] == "same").all()  # same arithmetic, more of it
     # the truth: the gradient time the runner measured beside the runs, slowed store over first
     grad_ratio = (rc[rc["n"] == 250]["grad_s"].median() / ra[ra["n"] == 250]["grad_s"].median())
-    assert 1.3 < grad_ratio < 1.9
+    assert 1.8 < grad_ratio < 3.5
     ratios = table.loc[slow, "step_ratio"].to_numpy()
     assert np.all(ratios > 1.1) and np.all(ratios < 1.15 * grad_ratio), (ratios, grad_ratio)
     assert np.median(ratios) > 0.75 * grad_ratio, (ratios, grad_ratio)
