@@ -276,6 +276,8 @@ class Scalar(Operator):
         self.n = n
         self.c = _as_scalar(c, "c", dtype, torch.device(device))
         self.dtype, self.device = dtype, self.c.device
+        # c as a Python number when given as one: the step rules' hot path divides by it without a device op
+        self.py_c = float(c) if isinstance(c, Real) and not isinstance(c, bool) else None
 
     def mv(self, v):
         return self.c * self._check_v(v)

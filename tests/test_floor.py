@@ -206,3 +206,13 @@ def test_adagrad_bma_update_every_default_and_bad_input():
             pc.make_method("adagrad_bma", update_every=bad)
         with pytest.raises(ValueError, match="update_every"):
             P.AdaGradBMA(update_every=bad)
+
+
+def test_gd_fixed_step_fast_path_matches_formula():
+    prob = _problem()
+    s = pc.Solver(prob, pc.make_method("gd", lr=0.05))
+    x = prob.x0().clone()
+    for _ in range(10):
+        x = x - 0.05 * prob.grad(x)
+        s.step()
+    assert torch.allclose(s.x, x, rtol=1e-13, atol=1e-15) and s.counts["solves"] == 10
