@@ -276,6 +276,8 @@ class Scalar(Operator):
         self.n = n
         self.c = _as_scalar(c, "c", dtype, torch.device(device))
         self.dtype, self.device = dtype, self.c.device
+        # c as a Python number when given as one: the step rules' hot path divides by it without a device op
+        self.py_c = float(c) if isinstance(c, Real) and not isinstance(c, bool) else None
 
     def mv(self, v):
         return self.c * self._check_v(v)
@@ -582,6 +584,17 @@ def _block_structure(sizes: tuple[int, ...], device: torch.device) -> tuple[torc
     return idx, s
 
 
+def _runs(sizes: tuple[int, ...]) -> tuple[tuple[int, int, int, int], ...]:
+    """Maximal runs of consecutive equal block sizes as (first block, last block + 1, size, offset)."""
+    runs, b0, off = [], 0, 0
+    for i in range(1, len(sizes) + 1):
+        if i == len(sizes) or sizes[i] != sizes[b0]:
+            runs.append((b0, i, sizes[b0], off))
+            off += (i - b0) * sizes[b0]
+            b0 = i
+    return tuple(runs)
+
+
 def block_index(sizes: Sequence[int], device="cpu") -> torch.Tensor:
     """Length-n int64 vector whose entry j is the block of coordinate j (contiguous blocks).
 
@@ -656,6 +669,7 @@ class BlockMean(Operator):
         self._lengths = _block_structure(self.sizes, _norm_device(lam.device))[1]   # (k,) int64, cached
         self.s = self._lengths.to(lam.dtype)
         self.equal = all(si == self.sizes[0] for si in self.sizes)   # equal blocks: a (k, s) view, no gathers
+        self.runs = _runs(self.sizes)   # maximal runs of equal-size blocks: (first block, last + 1, size, offset)
         self._eigK = None
         self._powers: dict = {}   # (p, shift) -> the powered block mean, for Python-number shifts
 
@@ -671,6 +685,15 @@ class BlockMean(Operator):
                 V = v.view(self.k, self.n // self.k)
                 e = V.sum(dim=1)
                 return torch.addcmul((self.B @ e).unsqueeze(1), self.lam.unsqueeze(1), V).view(self.n)
+            if len(self.runs) <= 8:                          # a few runs of equal blocks (e.g. partition(n, k)): views
+                e = torch.cat([v[o:o + (b1 - b0) * si].view(b1 - b0, si).sum(dim=1) for b0, b1, si, o in self.runs])
+                c = self.B @ e
+                out = torch.empty_like(v)
+                for b0, b1, si, o in self.runs:
+                    w = o + (b1 - b0) * si
+                    torch.addcmul(c[b0:b1].unsqueeze(1), self.lam[b0:b1].unsqueeze(1), v[o:w].view(b1 - b0, si),
+                                  out=out[o:w].view(b1 - b0, si))
+                return out
             e = torch.segment_reduce(v, "sum", lengths=self._lengths, axis=0)
             out = torch.repeat_interleave(self.B @ e, self._lengths, output_size=self.n)
             return out.addcmul_(torch.repeat_interleave(self.lam, self._lengths, output_size=self.n), v)

@@ -512,6 +512,7 @@ class _BMAState:
     z2: torch.Tensor | None  # (n,) diag(H_t) for the scaled variant
     F: ops.BlockMean | None = None  # the block-mean factor, refreshed every ``update_every`` steps
     t: int = 0
+    every: int = 1                  # the refresh period in use
 
 
 class AdaGradBMA(Preconditioner):
@@ -534,19 +535,26 @@ class AdaGradBMA(Preconditioner):
     F = I is exactly diagonal AdaGrad.
 
     ``update_every``: the statistics are accumulated every step; the factor F (whose powers cost one
-    k x k eigendecomposition) is rebuilt every ``update_every`` steps (as distributed Shampoo does).
+    k x k eigendecomposition) is rebuilt every ``update_every`` steps (as distributed Shampoo does), and
+    its powered operator is cached in between (applied in O(n + k^2)). ``None`` (default): every step for
+    k <= 64, every ceil(k / 32) steps above (16 at k = 512), where a refresh (block mean, k x k eigh,
+    k^3 reconstruction) costs about 0.2 s at k = 512 on one CPU thread, several gradients of the
+    scalable problem at n = 10^6 (``benchmarks/bench_floor.py flat``).
     """
     name = "adagrad_bma"
     VARIANTS = ("exact", "scaled")
 
-    def __init__(self, k: int | None = None, blocks=None, variant: str = "exact", update_every: int = 1,
+    AUTO_EVERY_ABOVE_K = 64
+
+    def __init__(self, k: int | None = None, blocks=None, variant: str = "exact", update_every: int | None = None,
                  damping: float = 0.1, delta: float = 1e-10):
         if not isinstance(damping, (int, float)) or isinstance(damping, bool) or not damping >= 0:
             raise ValueError(f"damping must be a number >= 0, got {damping!r}")
         if variant not in self.VARIANTS:
             raise ValueError(f"variant must be one of {self.VARIANTS}, got {variant!r}")
-        if not isinstance(update_every, int) or isinstance(update_every, bool) or update_every < 1:
-            raise ValueError(f"update_every must be a positive integer, got {update_every!r}")
+        if update_every is not None and (not isinstance(update_every, int) or isinstance(update_every, bool)
+                                         or update_every < 1):
+            raise ValueError(f"update_every must be a positive integer or None, got {update_every!r}")
         self.k, self.blocks, self.variant, self.update_every = k, blocks, variant, update_every
         self.damping, self.delta = float(damping), delta
 
@@ -554,8 +562,16 @@ class AdaGradBMA(Preconditioner):
         sizes = resolve_blocks(problem.n, self.k, self.blocks, problem.blocks)
         k = len(sizes)
         z2 = torch.zeros_like(x) if self.variant == "scaled" else None
-        return _BMAState(sizes, torch.zeros(k, k, dtype=x.dtype, device=x.device),
-                         torch.zeros(k, dtype=x.dtype, device=x.device), z2)
+        st = _BMAState(sizes, torch.zeros(k, k, dtype=x.dtype, device=x.device),
+                       torch.zeros(k, dtype=x.dtype, device=x.device), z2)
+        st.every = self.every(k)
+        return st
+
+    def every(self, k: int) -> int:
+        """The refresh period for k blocks (``update_every``, or its default)."""
+        if self.update_every is not None:
+            return self.update_every
+        return 1 if k <= self.AUTO_EVERY_ABOVE_K else -(-k // 32)
 
     def update(self, s, x, g, oracle):
         k = len(s.sizes)
@@ -570,7 +586,7 @@ class AdaGradBMA(Preconditioner):
         s.U.addr_(e, e)
         if s.z2 is not None:
             s.z2.addcmul_(g, g)
-        if s.t % self.update_every == 0 or s.F is None:
+        if s.t % s.every == 0 or s.F is None:
             F = ops.block_mean_from_stats(s.U, s.Q, s.sizes)
             if self.variant == "scaled":
                 sz = torch.tensor(s.sizes, dtype=x.dtype, device=x.device)

@@ -106,7 +106,7 @@ _register(MethodInfo("newton_bma", "optimal block-mean approximation of the exac
                      {"k": None, "blocks": None}, "adaptive", CURV_STEPS, blocks=True, dense=True, max_n=4096,
                      needs=("grad", "hessian")), lambda k, blocks: P.HessianBMA(k, blocks))
 _register(MethodInfo("adagrad_bma", "AdaGrad with the block-mean approximation of sum g g^T (exact or Z F Z)",
-                     {"k": None, "blocks": None, "variant": "exact", "update_every": 1, "damping": 0.1}, "power",
+                     {"k": None, "blocks": None, "variant": "exact", "update_every": None, "damping": 0.1}, "power",
                      ("power",), blocks=True),
           lambda k, blocks, variant, update_every, damping: _lu2018(k, blocks, update_every) if variant == "lu2018" else P.AdaGradBMA(k, blocks, variant, update_every, damping))
 _register(MethodInfo("block_diag_hessian", "block-diagonal part of the Hessian", {"k": None, "blocks": None},
@@ -194,6 +194,7 @@ PARAM_RULES: dict[str, Callable[[Any], str | None]] = {
     "form": _choice(*P.UniformDirection.FORMS), "sigma_form": _choice(*P.UniformDirection.SIGMA_FORMS), "variant": _choice(*P.AdaGradBMA.VARIANTS, "lu2018"),
     "hutchinson.beta": _unit_halfopen,
     "inner_dtype": _choice(*_ncg.INNER_DTYPES), "cg_maxiter": _pos_int_or_none,
+    "adagrad_bma.update_every": _pos_int_or_none,
     # step rules
     "lr": _pos_num_or_none, "c": _unit_open, "beta": _unit_open, "M": _pos_num_or_none, "sigma": _pos_num_or_none,
     "gamma0": _pos_num, "grow": lambda v: None if _is_num(v) and v >= 1 else "a number >= 1",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .operators import Diagonal
+from .operators import BlockMean, Diagonal, Scalar
 from .problems.base import norm
 
 
@@ -69,6 +69,9 @@ class Fixed(StepRule):
         return lr
 
     def step(self, lr, x, f, g, op, oracle):
+        if isinstance(op, Scalar) and op.py_c and g.shape == x.shape:   # D = c I (gd): one fused pass
+            oracle.solves += 1
+            return torch.add(x, g, alpha=-lr / op.py_c), None, None, lr
         return x - lr * oracle.solve(op, g), None, None, lr
 
     def params(self):
@@ -254,16 +257,32 @@ class Power(StepRule):
                 state.buf = torch.empty_like(m)
             oracle.solves += 1
             h = op.power_diag(self.p, self.eps, state.buf)
-            spare, state.spare = state.spare, None
-            if (spare is not None and spare is not x and spare.shape == x.shape and spare.dtype == x.dtype
-                    and _sole_owner(spare, 1)):
-                x_new = torch.addcmul(x, h, m, value=-lr, out=spare)   # no fresh n-vector (page faults)
-            else:
-                x_new = torch.addcmul(x, h, m, value=-lr)
-            del spare
-            state.spare = x
+            x_new = torch.addcmul(x, h, m, value=-lr, out=self._out(state, x))
+            return x_new, None, None, state
+        if type(op) is BlockMean and op.equal and m.ndim == 1 and m.dtype == op.dtype and m.shape[0] == op.n:
+            # equal blocks (AdaGrad-BMA): the powered block mean (cached by the operator between refreshes)
+            # applied as x - lr (lam v + E B E^T v) on the (k, s) view: one block-sum pass, two update passes
+            oracle.solves += 1
+            h = op.matrix_power(self.p, self.eps)
+            V = m.view(h.k, -1)
+            c = (h.B @ V.sum(dim=1)).mul_(-lr).unsqueeze(1)
+            x_new = self._out(state, x)
+            X = torch.add(x.view(h.k, -1), c, out=x_new.view(h.k, -1))
+            X.addcmul_(h.lam.unsqueeze(1), V, value=-lr)
             return x_new, None, None, state
         return x - lr * oracle.power(op, m, self.p, self.eps), None, None, state
+
+    @staticmethod
+    def _out(state, x):
+        """Storage for the next iterate: the previous iterate's when nothing else holds it (no fresh
+        n-vector, whose page faults cost as much as a pass over it), else a new tensor. ``x`` becomes the
+        candidate for the next step."""
+        spare, state.spare = state.spare, None
+        if not (spare is not None and spare is not x and spare.shape == x.shape and spare.dtype == x.dtype
+                and _sole_owner(spare, 1)):
+            spare = torch.empty_like(x)
+        state.spare = x
+        return spare
 
     def params(self):
         return {"lr": self.lr, "p": self.p, "eps": self.eps, "beta1": self.beta1}
