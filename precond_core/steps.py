@@ -223,12 +223,19 @@ class PowerState:
     spare: torch.Tensor | None = None  # the previous iterate: reused for the next one when nothing else holds it
 
 
+# torch's count of tensors sharing a storage (private; absent in some builds: then nothing is reused)
+_STORAGE_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+
+
 def _sole_owner(t: torch.Tensor, refs: int) -> bool:
     """Whether ``t`` is referenced by no Python name beyond ``refs`` known ones and no view shares its
-    storage, so overwriting it cannot change a tensor anyone else holds."""
+    storage, so overwriting it cannot change a tensor anyone else holds. False whenever that cannot be
+    established (the storage count is unavailable)."""
     import sys
+    if _STORAGE_USE_COUNT is None:
+        return False
     return (sys.getrefcount(t) <= refs + 2   # + the parameter and getrefcount's own argument
-            and torch._C._storage_Use_Count(t.untyped_storage()._cdata) <= 2)
+            and _STORAGE_USE_COUNT(t.untyped_storage()._cdata) <= 2)
 
 
 class Power(StepRule):
