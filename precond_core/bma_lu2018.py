@@ -82,11 +82,12 @@ class _Lu2018State:
 
 class AdaGradBMALu2018(Preconditioner):
     """The authors' AdaGrad-BMA update (module docstring). ``update_every`` is accepted for the
-    registry's common signature and must be 1 (the published update rebuilds F every step)."""
+    registry's common signature and must be 1 or None, the default (the published update rebuilds F every
+    step)."""
     name = "adagrad_bma"
 
-    def __init__(self, k: int | None = None, blocks=None, update_every: int = 1):
-        if update_every != 1:
+    def __init__(self, k: int | None = None, blocks=None, update_every: int | None = 1):
+        if update_every not in (None, 1):
             raise ValueError(f"update_every must be 1 for variant='lu2018', got {update_every!r}")
         self.k, self.blocks, self.variant, self.update_every = k, blocks, "lu2018", 1
 
