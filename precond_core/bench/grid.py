@@ -128,18 +128,20 @@ def list_suites() -> dict[str, str]:
     return out
 
 
-def resolve_grid_path(source: str | Path) -> Path:
-    """A suite name (``quick``) or a path to a TOML file -> the file's path."""
+def resolve_grid_path(source: str | Path, suites_dir: Path = SUITES_DIR, what: str = "suite") -> Path:
+    """A suite name (``quick``) or a path to a TOML file -> the file's path (``suites_dir``: where the
+    bundled suites of this kind live)."""
     p = Path(source)
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
-            raise GridError(f"grid file {str(p)!r} does not exist")
+            raise GridError(f"{what} file {str(p)!r} does not exist")
         return p
-    cand = SUITES_DIR / f"{source}.toml"
+    cand = suites_dir / f"{source}.toml"
     if cand.is_file():
         return cand
-    raise GridError(f"unknown suite {str(source)!r}: not a file, and not one of the suites "
-                    f"{sorted(list_suites())} (in {SUITES_DIR})")
+    known = sorted(q.stem for q in suites_dir.glob("*.toml"))
+    raise GridError(f"unknown {what} {str(source)!r}: not a file, and not one of the bundled ones {known} "
+                    f"(in {suites_dir})")
 
 
 def _read_toml(path: Path) -> dict:

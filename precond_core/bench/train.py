@@ -303,16 +303,8 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites" / "train"
 
 def resolve_suite(name) -> Path:
     """A TOML path, or the name of a bundled training suite; ``ValueError`` listing the bundled ones."""
-    p = Path(name)
-    if p.suffix == ".toml" or p.exists():
-        if not p.exists():
-            raise ValueError(f"training suite file {p} does not exist")
-        return p
-    p = SUITES_DIR / f"{name}.toml"
-    if not p.exists():
-        known = ", ".join(sorted(q.stem for q in SUITES_DIR.glob("*.toml")))
-        raise ValueError(f"unknown training suite {name!r}; bundled: {known} (or give a .toml path)")
-    return p
+    from .grid import resolve_grid_path
+    return resolve_grid_path(name, SUITES_DIR, "training suite")
 
 
 def summary_lines(results) -> list[str]:
