@@ -98,7 +98,9 @@ class _FlatOptimizer(torch.optim.Optimizer):
                 continue
             g = self._gather(params)
             st = self.state[group["params"][0]]
-            x = torch.cat([p.detach().reshape(-1) for p in params])
+            # the flat preconditioners read x for its values only in init; later updates get the gradient
+            # as a stand-in of the right shape, dtype and device (no n-sized copy of the parameters per step)
+            x = torch.cat([p.detach().reshape(-1) for p in params]) if "flat" not in st else g
             if "flat" not in st:
                 pre = self._make_preconditioner(group)
                 prob = SimpleNamespace(n=g.numel(), blocks=tuple(p.numel() for p in params), name="module")
@@ -131,7 +133,8 @@ class AdaGrad(_FlatOptimizer):
     def _direction(self, group, st, x, g, params):
         s = st["flat"]
         s.acc.addcmul_(g, g)
-        return g / (s.acc.sqrt().add_(group["eps"]))
+        d = torch.sqrt(s.acc).add_(group["eps"])
+        return torch.div(g, d, out=d)
 
 
 class _PowerOptimizer(_FlatOptimizer):
