@@ -2,7 +2,7 @@
 
 Classes: ``AdaGrad`` (diagonal, the update of ``torch.optim.Adagrad`` with defaults), ``AdaGradFull``
 (full-matrix, small models only), ``AdaGradBMA`` (block-mean approximation, ``variant`` exact / scaled /
-lu2018), ``Hutchinson`` (Rademacher diagonal of the Hessian through the closure).
+lu2018), ``BlockDiagAdaGrad`` (full-matrix AdaGrad within each parameter tensor), ``Hutchinson`` (Rademacher diagonal of the Hessian through the closure).
 
 How the mathematics is shared: at each step the gradients of a parameter group are gathered into one
 flat vector g (parameters in group order, each tensor flattened), the group's flat preconditioner
@@ -29,10 +29,11 @@ from types import SimpleNamespace
 
 import torch
 
+from . import operators as ops
 from . import preconditioners as P
 from .bma_lu2018 import AdaGradBMALu2018
 
-__all__ = ["AdaGrad", "AdaGradFull", "AdaGradBMA", "Hutchinson"]
+__all__ = ["AdaGrad", "AdaGradFull", "AdaGradBMA", "BlockDiagAdaGrad", "Hutchinson"]
 
 
 def _check_number(name, value, *, positive=False, nonneg=False):
@@ -174,6 +175,46 @@ class AdaGradFull(_PowerOptimizer):
             raise ValueError(f"params: full-matrix AdaGrad on {n} parameters exceeds max_n={group['max_n']} "
                              f"(an n x n state); use AdaGradBMA or raise max_n")
         return P.AdaGradFull()
+
+
+class _BlockFullAdaGrad(P.Preconditioner):
+    """Full-matrix AdaGrad within each block (the problem's ``blocks``, here the parameter tensors):
+    ``preconditioners.AdaGradFull`` per block, joined by ``operators.BlockDiagonal``. State: sum_i s_i^2
+    numbers; each block of more than ``max_block`` coordinates is refused (an s x s matrix per block)."""
+    name = "block_diag_adagrad"
+
+    def __init__(self, max_block: int):
+        self.max_block, self._full = max_block, P.AdaGradFull()
+
+    def init(self, problem, x, generator):
+        sizes = tuple(problem.blocks)
+        big = [(i, s) for i, s in enumerate(sizes) if s > self.max_block]
+        if big:
+            raise ValueError(f"params: parameter {big[0][0]} has {big[0][1]} elements, above max_block="
+                             f"{self.max_block} (full-matrix AdaGrad keeps an s x s matrix per tensor); "
+                             f"raise max_block or use AdaGradBMA")
+        return [self._full.init(SimpleNamespace(n=s), xi, None) for s, xi in zip(sizes, torch.split(x, sizes))]
+
+    def update(self, states, x, g, oracle):
+        parts = torch.split(g, [st.acc.shape[0] for st in states])
+        return ops.BlockDiagonal([self._full.update(st, None, gi, None)[0] for st, gi in zip(states, parts)]), states
+
+
+class BlockDiagAdaGrad(_PowerOptimizer):
+    """Full-matrix AdaGrad per parameter tensor: H_i += g_i g_i^T, p_i -= lr (H_i + eps I)^{-1/2} g_i
+    (the block-diagonal part of full-matrix AdaGrad; one eigendecomposition per tensor and step).
+    ``max_block`` limits a tensor's size (its state is an s x s matrix)."""
+
+    def __init__(self, params, lr: float = 1e-2, eps: float = 1e-10, max_block: int = 4096):
+        _check_number("lr", lr, positive=True)
+        _check_number("eps", eps, nonneg=True)
+        if isinstance(max_block, bool) or not isinstance(max_block, int) or max_block < 1:
+            raise ValueError(f"Invalid max_block: must be a positive integer, got {max_block!r}")
+        self._pre = {}
+        super().__init__(params, {"lr": lr, "eps": eps, "max_block": max_block})
+
+    def _build(self, group):
+        return _BlockFullAdaGrad(group["max_block"])
 
 
 class AdaGradBMA(_PowerOptimizer):

@@ -6,7 +6,7 @@ import torch
 from precond_core import operators as ops
 from precond_core.bma_lu2018 import AdaGradBMALu2018, dense_lu2018_step
 from precond_core.models import MLP
-from precond_core.optim import AdaGrad, AdaGradBMA, AdaGradFull, Hutchinson
+from precond_core.optim import AdaGrad, AdaGradBMA, AdaGradFull, BlockDiagAdaGrad, Hutchinson
 from precond_core.registry import make_method
 
 
@@ -64,6 +64,39 @@ def test_bma_exact_singletons_equals_full():
         oa.step(), ob.step()
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-8, atol=1e-10)
+
+
+def test_block_diag_equals_dense_blockwise_formula():
+    # H_i = sum_t g_i g_i^T per parameter tensor, p_i -= lr (H_i + eps I)^{-1/2} g_i, from eigh in float64
+    a = _model(sizes=(5, 3, 2))
+    ref = [p.detach().clone() for p in a.parameters()]
+    H = [torch.zeros(p.numel(), p.numel(), dtype=torch.float64) for p in ref]
+    opt = BlockDiagAdaGrad(a.parameters(), lr=0.05, eps=1e-8)
+    for t in range(6):
+        _grads(t, a)
+        for i, p in enumerate(a.parameters()):
+            g = p.grad.reshape(-1)
+            H[i] += torch.outer(g, g)
+            w, V = torch.linalg.eigh(H[i] + 1e-8 * torch.eye(len(g), dtype=torch.float64))
+            ref[i] = ref[i] - 0.05 * (V @ ((V.T @ g) / w.clamp_min(0).sqrt())).view_as(p)
+        opt.step()
+    for p, r in zip(a.parameters(), ref):
+        torch.testing.assert_close(p.detach(), r, rtol=1e-8, atol=1e-10)
+    # one tensor: the same as full-matrix AdaGrad
+    w1, w2 = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64)), None
+    w2 = torch.nn.Parameter(w1.detach().clone())
+    o1, o2 = BlockDiagAdaGrad([w1], lr=0.1), AdaGradFull([w2], lr=0.1)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        g = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+        w1.grad, w2.grad = g.clone(), g.clone()
+        o1.step(), o2.step()
+    torch.testing.assert_close(w1, w2, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="max_block"):
+        o = BlockDiagAdaGrad(_model().parameters(), max_block=3)
+        for p in o.param_groups[0]["params"]:
+            p.grad = torch.zeros_like(p)
+        o.step()
 
 
 def test_bma_scaled_identity_F_equals_diagonal():
@@ -140,6 +173,7 @@ OPTIMIZERS = [
     ("bma_exact", lambda ps: AdaGradBMA(ps, lr=0.05), False),
     ("bma_scaled", lambda ps: AdaGradBMA(ps, lr=0.05, variant="scaled"), False),
     ("bma_lu2018", lambda ps: AdaGradBMA(ps, lr=0.05, variant="lu2018"), False),
+    ("block_diag", lambda ps: BlockDiagAdaGrad(ps, lr=0.5), False),
     ("hutchinson", lambda ps: Hutchinson(ps, lr=0.05, probes=2, beta=0.9, damping=0.1), True),
 ]
 
@@ -210,7 +244,7 @@ def test_no_grad_params_skipped():
 
 def test_bad_input():
     a = _model(sizes=(4, 3, 2))
-    for cls in (AdaGrad, AdaGradFull, AdaGradBMA, Hutchinson):
+    for cls in (AdaGrad, AdaGradFull, AdaGradBMA, BlockDiagAdaGrad, Hutchinson):
         with pytest.raises(ValueError, match="lr"):
             cls(a.parameters(), lr=0.0)
         with pytest.raises(ValueError, match="lr"):

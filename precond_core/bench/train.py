@@ -33,6 +33,7 @@ OPTIMIZERS = {
     "adagrad": lambda ps, lr, **kw: _optim().AdaGrad(ps, lr=lr, **kw),
     "adagrad_full": lambda ps, lr, **kw: _optim().AdaGradFull(ps, lr=lr, **kw),
     "adagrad_bma": lambda ps, lr, **kw: _optim().AdaGradBMA(ps, lr=lr, **kw),
+    "block_diag_adagrad": lambda ps, lr, **kw: _optim().BlockDiagAdaGrad(ps, lr=lr, **kw),
     "hutchinson": lambda ps, lr, **kw: _optim().Hutchinson(ps, lr=lr, **kw),
 }
 DEFAULTS = {"params": {}, "epochs": 1, "batch_size": 128, "seed": 0, "subset": None, "device": "cpu",
