@@ -714,6 +714,8 @@ def claim_cnn(runs, iters, ref, store_dir=None) -> Claim:
     e["kind"] = e["method"].map(lambda m: None if str(m).startswith("torch_") else "adagrad_bma" if "bma" in str(m) else
                                 ("adagrad_full" if "full" in str(m) else ("adagrad_diag" if "adagrad" in str(m) else None)))
     e = e[e["kind"].notna()]
+    if model_col:   # the talk's claim is about its two CNNs; other models (an MLP) do not count
+        e = e[e[model_col].isin(["small_cnn", "large_cnn"])]
     rows, every, last = [], True, True
     for model, g in (e.groupby(model_col) if model_col else [("cnn", e)]):
         m = g.groupby(["kind", "epoch"])[["train_loss_sum", "test_error"]].median().reset_index()
