@@ -82,7 +82,7 @@ def test_shipped_reference_has_the_talk_values():
 
 def test_cnn_claim_reads_training_tables(monkeypatch, tmp_path):
     ref, _ = claims.load_reference()
-    runs = pd.DataFrame({"run_id": ["a", "b"], "method": ["adagrad", "adagrad_bma"], "model": ["small", "small"]})
+    runs = pd.DataFrame({"run_id": ["a", "b"], "method": ["adagrad", "adagrad_bma"], "model": ["small_cnn", "small_cnn"]})
     ep = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "epoch": [1, 2, 1, 2], "train_loss_sum": [900, 800, 850, 700],
                        "test_error": [0.6, 0.55, 0.58, 0.5]})
     mod = types.ModuleType("precond_core.bench.train")
