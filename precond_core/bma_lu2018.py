@@ -30,16 +30,17 @@ EIG_CLAMP = 1e-10
 class Lu2018Operator(ops.Operator):
     """The lu2018 step map for one state (a, U); ``power(g, -0.5, eps0)`` is the step direction."""
 
-    def __init__(self, a: torch.Tensor, U: torch.Tensor, sizes: tuple, index: torch.Tensor):
-        self.a, self.U, self.sizes, self.index = a, U, sizes, index
+    def __init__(self, a: torch.Tensor, U: torch.Tensor, sizes: tuple, index: torch.Tensor | None = None,
+                 buf: torch.Tensor | None = None):
+        self.a, self.U, self.sizes, self.index, self.buf = a, U, sizes, index, buf
         self.n, self.dtype, self.device = a.shape[0], a.dtype, a.device
         self._cache = None
 
     def _factors(self, eps0: float):
         if self._cache is not None and self._cache[0] == eps0:
             return self._cache[1], self._cache[2]
-        ae = self.a + eps0
-        v = ops.block_sums(ae.sqrt(), self.sizes, self.index)
+        w = torch.add(self.a, eps0, out=self.buf) if self.buf is not None else self.a + eps0
+        v = ops.block_sums(w.sqrt_(), self.sizes, self.index)
         B = (self.U - torch.diag(torch.diagonal(self.U))) / torch.outer(v, v)
         F = torch.eye(len(self.sizes), dtype=self.dtype, device=self.device) + B
         t, W = torch.linalg.eigh(F)
@@ -47,7 +48,7 @@ class Lu2018Operator(ops.Operator):
                                                                    device=self.device)
         rs = torch.tensor(self.sizes, dtype=self.dtype, device=self.device).rsqrt()
         Pn = rs[:, None] * P * rs[None, :]
-        r = ae.pow(-0.25)
+        r = w.rsqrt_()                      # (a + eps0)^(-1/4), in the same buffer
         self._cache = (eps0, Pn, r)
         return Pn, r
 
@@ -58,6 +59,9 @@ class Lu2018Operator(ops.Operator):
         eps0 = float(self._shift(shift))
         Pn, r = self._factors(eps0)
         c = Pn @ ops.block_sums(v, self.sizes, self.index)
+        if v.ndim == 1:                      # r * (r * v + E c): two n-vectors (r and the result)
+            out = torch.mul(r, v)
+            return out.add_(ops.expand(c, self.sizes, self.index)).mul_(r)
         return ops._col(r, v) * (ops._col(r, v) * v + ops.expand(c, self.sizes, self.index))
 
     def mv(self, v):
@@ -74,10 +78,11 @@ class Lu2018Operator(ops.Operator):
 @dataclass
 class _Lu2018State:
     sizes: tuple
-    index: torch.Tensor
+    index: torch.Tensor | None   # kept for state_dicts of earlier versions; block sums need no index
     a: torch.Tensor
     U: torch.Tensor
     t: int = 0
+    buf: torch.Tensor | None = None   # (a + eps0)^(-1/4) of the last step, rewritten in place
 
 
 class AdaGradBMALu2018(Preconditioner):
@@ -94,15 +99,16 @@ class AdaGradBMALu2018(Preconditioner):
     def init(self, problem, x, generator):
         sizes = resolve_blocks(problem.n, self.k, self.blocks, getattr(problem, "blocks", None))
         k = len(sizes)
-        return _Lu2018State(sizes, ops.block_index(sizes, x.device), torch.zeros_like(x),
-                            torch.zeros(k, k, dtype=x.dtype, device=x.device))
+        return _Lu2018State(sizes, None, torch.zeros_like(x), torch.zeros(k, k, dtype=x.dtype, device=x.device))
 
     def update(self, s, x, g, oracle):
         s.a.addcmul_(g, g)
         e = ops.block_sums(g, s.sizes, s.index)
-        s.U.add_(torch.outer(e, e))
+        s.U.addr_(e, e)
         s.t += 1
-        return Lu2018Operator(s.a, s.U, s.sizes, s.index), s
+        if s.buf is None:
+            s.buf = torch.empty_like(s.a)
+        return Lu2018Operator(s.a, s.U, s.sizes, s.index, s.buf), s
 
 
 def dense_lu2018_step(a: torch.Tensor, U: torch.Tensor, g: torch.Tensor, sizes, eps0: float = 1e-10):

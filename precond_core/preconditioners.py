@@ -579,6 +579,8 @@ class AdaGradBMA(Preconditioner):
             G = g.view(k, -1)
             e = G.sum(dim=1)
             s.Q.add_(torch.linalg.vector_norm(G, dim=1).square_())
+        elif len(groups := ops.strided_groups(s.sizes)) <= ops.GROUPED_MAX and g.is_contiguous():
+            e = ops.grouped_block_sums(g, groups, k, squares=s.Q)     # a few regular families: views
         else:                                          # one segment reduction per statistic
             lengths = torch.tensor(s.sizes, device=g.device)
             e = torch.segment_reduce(g, "sum", lengths=lengths, axis=0)
@@ -596,7 +598,8 @@ class AdaGradBMA(Preconditioner):
         s.t += 1
         if self.variant == "exact":
             return s.F, s
-        return ops.Scaled(_with_lam(s.F, self.damping), (s.z2 + self.delta).sqrt()), s
+        z = s.z2 + self.delta
+        return ops.Scaled(_with_lam(s.F, self.damping), z.sqrt_()), s
 
 
 class BlockDiagHessian(Preconditioner):

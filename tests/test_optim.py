@@ -1,3 +1,4 @@
+import math
 import copy
 
 import pytest
@@ -6,7 +7,9 @@ import torch
 from precond_core import operators as ops
 from precond_core.bma_lu2018 import AdaGradBMALu2018, dense_lu2018_step
 from precond_core.models import MLP
-from precond_core.optim import AdaGrad, AdaGradBMA, AdaGradFull, BlockDiagAdaGrad, Hutchinson
+from precond_core import preconditioners as P
+from precond_core.optim import (AdaGrad, AdaGradBMA, AdaGradFull, BlockDiagAdaGrad, FisherSampled, Hutchinson,
+                                 UniformDirection)
 from precond_core.registry import make_method
 
 
@@ -175,6 +178,9 @@ OPTIMIZERS = [
     ("bma_lu2018", lambda ps: AdaGradBMA(ps, lr=0.05, variant="lu2018"), False),
     ("block_diag", lambda ps: BlockDiagAdaGrad(ps, lr=0.5), False),
     ("hutchinson", lambda ps: Hutchinson(ps, lr=0.05, probes=2, beta=0.9, damping=0.1), True),
+    ("uniform_direction", lambda ps: UniformDirection(ps, lr=1.0, samples=2), True),
+    ("uniform_direction_reg", lambda ps: UniformDirection(ps, step="regularized", sigma=2.0, form="symmetrized"),
+     True),
 ]
 
 
@@ -316,3 +322,189 @@ def test_cuda_state_device_mismatch():
         p.grad = torch.ones_like(p)
     with pytest.raises(ValueError, match="optimizer state"):
         opt.step()
+
+
+# --- the Newton-like optimizers against dense float64 -------------------------------------------------
+
+def _flat_fn(model):
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+
+    def unflat(x):
+        out, o = {}, 0
+        for n, sh in zip(names, shapes):
+            m = math.prod(sh)
+            out[n] = x[o:o + m].view(sh)
+            o += m
+        return out
+    return unflat
+
+
+def _dense_setup(model, X, y):
+    unflat = _flat_fn(model)
+    x0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    f = lambda x: _loss_fc(model, unflat(x), X, y)  # noqa: E731
+    g = torch.autograd.functional.jacobian(f, x0)
+    H = torch.autograd.functional.hessian(f, x0)
+    return x0, g, H, unflat
+
+
+def _loss_fc(model, params, X, y):
+    return torch.nn.functional.cross_entropy(torch.func.functional_call(model, params, (X,)), y)
+
+
+CPU_CUDA = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", CPU_CUDA)
+@pytest.mark.parametrize("form,samples", [("raw", 1), ("raw", 2), ("symmetrized", 1), ("regularized", 3)])
+def test_uniform_direction_regularized_step_matches_dense(form, samples, device):
+    X, y = _digits(40)
+    X, y = X[:, :6].to(device), (y % 3).to(device)
+    model = _model(sizes=(6, 3, 3)).to(device)
+    x0, g, H, _ = _dense_setup(model, X, y)
+    n = x0.numel()
+    M, sigma, delta = 0.3, 0.7, 0.05 if form == "regularized" else 0.01
+    kw = {"delta": delta} if form == "regularized" else {}
+    opt = UniformDirection(model.parameters(), samples=samples, form=form, step="regularized", M=M, sigma=sigma,
+                           seed=3, **kw)
+    opt.step(_closure(model, opt, X, y, create_graph=True))
+    x1 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    U = P.UniformDirection.draw(torch.empty(samples, n, device=device),
+                                torch.Generator(device=device).manual_seed(3)).T   # (n, m)
+    V = H @ U
+    D = (n / samples) * V @ U.T
+    eye = torch.eye(n, device=device)
+    if form != "raw":
+        D = 0.5 * (D + D.T) + (delta if form == "regularized" else 0.0) * eye
+    alpha = math.sqrt(M * g.norm().item() / 2) + sigma
+    ref = x0 - torch.linalg.solve(D + alpha * eye, g)
+    torch.testing.assert_close(x1, ref, rtol=1e-9, atol=1e-11)
+
+
+def test_uniform_direction_lr_scales_the_regularized_step():
+    X, y = _digits(40)
+    a, b = _model(sizes=(64, 3, 10)), _model(sizes=(64, 3, 10))
+    x0 = torch.cat([p.detach().reshape(-1) for p in a.parameters()])
+    oa = UniformDirection(a.parameters(), step="regularized", sigma=1.0)
+    ob = UniformDirection(b.parameters(), step="regularized", sigma=1.0, lr=0.25)
+    oa.step(_closure(a, oa, X, y, True))
+    ob.step(_closure(b, ob, X, y, True))
+    xa = torch.cat([p.detach().reshape(-1) for p in a.parameters()])
+    xb = torch.cat([p.detach().reshape(-1) for p in b.parameters()])
+    torch.testing.assert_close(xb - x0, 0.25 * (xa - x0))
+
+
+@pytest.mark.parametrize("device", CPU_CUDA)
+@pytest.mark.parametrize("b", [1, 4])
+def test_fisher_sampled_regularized_step_matches_dense(b, device):
+    X, y = _digits(24)
+    X, y = X[:, :6].to(device), (y % 3).to(device)
+    model = _model(sizes=(6, 3, 3)).to(device)
+    x0, g, _, unflat = _dense_setup(model, X, y)
+    n = x0.numel()
+    opt = FisherSampled(model.parameters(), b=b, step="regularized", M=0.2, sigma=0.5, seed=5, model=model,
+                        loss_fn=torch.nn.functional.cross_entropy)
+    opt.step(_closure(model, opt, X, y), inputs=X, targets=y)
+    x1 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(5))[:b]   # drawn on the CPU
+    G = torch.stack([torch.autograd.functional.jacobian(lambda x: _loss_fc(model, unflat(x), X[i:i + 1], y[i:i + 1]), x0)
+                     for i in idx.tolist()])
+    D = G.T @ G / b
+    alpha = math.sqrt(0.2 * g.norm().item() / 2) + 0.5
+    ref = x0 - torch.linalg.solve(D + alpha * torch.eye(n, device=device), g)
+    torch.testing.assert_close(x1, ref, rtol=1e-9, atol=1e-11)
+
+
+def test_fisher_sampled_adaptive_decreases_digits_loss_and_round_trips():
+    X, y = _digits()
+    model = _model(sizes=(64, 8, 10))
+    lf = torch.nn.functional.cross_entropy
+    opt = FisherSampled(model.parameters(), b=8, model=model, loss_fn=lf)
+    with torch.no_grad():
+        l0 = _loss(model, X, y).item()
+    for t in range(30):
+        sl = slice((t % 4) * 64, (t % 4 + 1) * 64)
+        opt.step(_closure(model, opt, X[sl], y[sl]), inputs=X[sl], targets=y[sl])
+    with torch.no_grad():
+        l1 = _loss(model, X, y).item()
+    assert l1 < 0.8 * l0, (l0, l1)
+    other = copy.deepcopy(model)
+    o2 = FisherSampled(other.parameters(), b=8, model=other, loss_fn=lf)
+    o2.load_state_dict(copy.deepcopy(opt.state_dict()))
+    opt.step(_closure(model, opt, X[:64], y[:64]), inputs=X[:64], targets=y[:64])
+    o2.step(_closure(other, o2, X[:64], y[:64]), inputs=X[:64], targets=y[:64])
+    for pa, pb in zip(model.parameters(), other.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_adaptive_step_accepts_only_by_the_rule():
+    # an accepted step satisfies f(x) - f(x+) >= ||g(x+)||^2 / (8 alpha), alpha = ||g(x)|| / gamma, where
+    # gamma is the accepted value (the state holds it doubled)
+    X, y = _digits(128)
+    model = _model(sizes=(64, 4, 10))
+    opt = UniformDirection(model.parameters(), lr=1.0)
+
+    def fg():
+        with torch.enable_grad():
+            model.zero_grad()
+            f = _loss(model, X, y)
+            f.backward()
+        return f.item(), torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm().item()
+    for _ in range(6):
+        f0, g0 = fg()
+        assert opt.step(_closure(model, opt, X, y, True)).item() == pytest.approx(f0, rel=1e-12)
+        f1, g1 = fg()
+        alpha = g0 / (opt.state[next(model.parameters())]["gamma"] / 2)
+        assert f0 - f1 >= g1 ** 2 / (8 * alpha) - 1e-12, (f0, f1, g1, alpha)
+
+
+def test_newton_like_bad_input():
+    m = _model(sizes=(4, 3, 2))
+    with pytest.raises(ValueError, match="sigma"):
+        UniformDirection(m.parameters(), step="regularized")
+    with pytest.raises(ValueError, match="sigma"):
+        UniformDirection(m.parameters(), step="adaptive", sigma=1.0)
+    with pytest.raises(ValueError, match="delta"):
+        UniformDirection(m.parameters(), form="raw", delta=0.5)
+    with pytest.raises(ValueError, match="samples"):
+        UniformDirection(m.parameters(), samples=0)
+    with pytest.raises(ValueError, match="step"):
+        UniformDirection(m.parameters(), step="armijo")
+    with pytest.raises(ValueError, match="closure"):
+        UniformDirection(m.parameters()).step()
+    lf = torch.nn.functional.cross_entropy
+    with pytest.raises(ValueError, match="model"):
+        FisherSampled(m.parameters(), model=None, loss_fn=lf)
+    with pytest.raises(ValueError, match="b"):
+        FisherSampled(m.parameters(), b=0, model=m, loss_fn=lf)
+    X, y = torch.randn(3, 4), torch.tensor([0, 1, 0])
+    o = FisherSampled(m.parameters(), b=2, model=m, loss_fn=lf)
+    with pytest.raises(ValueError, match="inputs"):
+        o.step(_closure(m, o, X, y))
+    o = FisherSampled(m.parameters(), b=5, model=m, loss_fn=lf)
+    with pytest.raises(ValueError, match="b=5 exceeds"):
+        o.step(_closure(m, o, X, y), inputs=X, targets=y)
+
+
+def test_flat_views_survive_model_zero_grad_and_replaced_storage():
+    # gradients that are not views (model.zero_grad(), set by hand) and replaced parameter storage are
+    # copied in; the step equals the one of a fresh optimizer state fed the same numbers
+    X, y = _digits(64)
+    a, b = _model(), _model()
+    oa, ob = AdaGrad(a.parameters(), lr=0.1), torch.optim.Adagrad(b.parameters(), lr=0.1)
+    for t in range(4):
+        for m, o in ((a, oa), (b, ob)):
+            (m.zero_grad() if t % 2 else o.zero_grad())
+            _loss(m, X, y).backward()
+            o.step()
+        if t == 1:
+            with torch.no_grad():
+                for pa, pb in zip(a.parameters(), b.parameters()):
+                    pa.data = pa.detach().clone() * 0.5
+                    pb.data = pb.detach().clone() * 0.5
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-12, atol=1e-14)
+    # the parameters are views into one flat buffer, the gradients into another
+    assert len({p.untyped_storage().data_ptr() for p in a.parameters()}) == 1
+    assert len({p.grad.untyped_storage().data_ptr() for p in a.parameters()}) == 1
