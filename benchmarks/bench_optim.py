@@ -3,8 +3,9 @@
 ``OptimStep.time_step``: one ``optimizer.step()`` with gradients already set (no forward/backward), on the
 large CNN's parameters (140,906 in 33 tensors) and on one flat float32 parameter of 10^7 elements.
 ``TrainStep.time_step``: one small-CNN training step (zero_grad, forward, backward, step) on a batch of
-128 3-channel 32x32 inputs, for torch Adagrad, AdaGrad, AdaGradBMA and ``Hutchinson`` (whose closure
-backward uses ``create_graph`` and whose step adds one HVP: the extra backward cost of the HVP methods).
+128 3-channel 32x32 inputs, for torch Adagrad, AdaGrad, AdaGradBMA, ``Hutchinson`` and ``UniformDirection``
+(whose closure backward uses ``create_graph`` and whose step adds one HVP: the extra backward cost of the
+HVP methods) and ``FisherSampled`` (b = 1 per-sample gradient by torch.func per step).
 
 Run as a script for side-by-side ratios (medians of interleaved rounds, one process):
 ``PYTHONPATH=$PWD OMP_NUM_THREADS=1 python -m benchmarks.bench_optim``.
@@ -19,7 +20,7 @@ import torch
 OPTIMIZERS = ["torch_adagrad", "adagrad", "adagrad_bma", "adagrad_bma_scaled", "adagrad_bma_lu2018"]
 
 
-def _make(name, params):
+def _make(name, params, model=None, loss_fn=None):
     from precond_core import optim
     if name == "torch_adagrad":
         return torch.optim.Adagrad(params)
@@ -33,6 +34,10 @@ def _make(name, params):
         return optim.AdaGradBMA(params, variant="lu2018")
     if name == "hutchinson":
         return optim.Hutchinson(params)
+    if name == "uniform_direction":
+        return optim.UniformDirection(params, step="regularized", sigma=10.0)
+    if name == "fisher_sampled":
+        return optim.FisherSampled(params, step="regularized", sigma=10.0, model=model, loss_fn=loss_fn)
     raise ValueError(name)
 
 
@@ -64,35 +69,44 @@ class OptimStep:
         self.opt.step()
 
 
-def _train_fns(optimizer, hutch=False):
+TRAIN_OPTIMIZERS = ["torch_adagrad", "adagrad", "adagrad_bma", "hutchinson", "uniform_direction", "fisher_sampled"]
+
+
+def _train_fns(optimizer):
+    """One small-CNN training step with ``optimizer``: zero_grad, forward, backward (with create_graph for
+    the HVP optimizers, which then take one HVP each), step; the Fisher step adds b = 1 per-sample
+    gradient by torch.func."""
     from precond_core.models import small_cnn
     torch.manual_seed(0)
     model = small_cnn(3)
     g = torch.Generator().manual_seed(2)
     X, y = torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g)
-    opt = _make(optimizer, model.parameters())
+    loss_fn = torch.nn.functional.cross_entropy
+    opt = _make(optimizer, model.parameters(), model, loss_fn)
+    create_graph = getattr(opt, "create_graph", False)
+    kw = {"inputs": X, "targets": y} if getattr(opt, "needs_batch", False) else {}
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(X), y)
-        loss.backward(create_graph=hutch)
+        loss = loss_fn(model(X), y)
+        loss.backward(create_graph=create_graph)
         return loss
 
     def step():
-        opt.step(closure)
+        opt.step(closure, **kw)
     step()
     return step
 
 
 class TrainStep:
-    params = [["torch_adagrad", "adagrad", "adagrad_bma", "hutchinson"]]
+    params = [TRAIN_OPTIMIZERS]
     param_names = ["optimizer"]
     number = 1
     repeat = (3, 20, 5.0)
     timeout = 300
 
     def setup(self, optimizer):
-        self.step = _train_fns(optimizer, hutch=optimizer == "hutchinson")
+        self.step = _train_fns(optimizer)
 
     def time_step(self, optimizer):
         self.step()
@@ -117,7 +131,7 @@ def main():
         med = _interleaved({k: o.step for k, o in opts.items()}, rounds)
         base = med["torch_adagrad"]
         print(f"step() on {case}: " + ", ".join(f"{k} {v * 1e3:.2f} ms ({v / base:.2f}x)" for k, v in med.items()))
-    fns = {k: _train_fns(k, hutch=k == "hutchinson") for k in ("torch_adagrad", "adagrad", "adagrad_bma", "hutchinson")}
+    fns = {k: _train_fns(k) for k in TRAIN_OPTIMIZERS}
     med = _interleaved(fns, 20)
     base = med["torch_adagrad"]
     print("small-CNN training step (batch 128): "
