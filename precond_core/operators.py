@@ -737,16 +737,24 @@ class BlockMean(Operator):
         """The length-n block index (``block_index``); built on demand, not held by the operator."""
         return block_index(self.sizes, self.device)
 
-    def mv(self, v):
+    def mv(self, v, out: torch.Tensor | None = None):
+        """D v; ``out`` (a contiguous (n,) tensor, not ``v``) receives it without an allocation on the
+        view paths (equal blocks, a few regular families)."""
         v = self._check_v(v)
+        if out is not None and (v.ndim != 1 or out.shape != v.shape or not out.is_contiguous()):
+            raise ValueError(f"out must be a contiguous tensor of shape {tuple(v.shape)} for a 1-D v")
         if v.ndim == 1:
-            if self.equal:                                   # (k, s) view: block sums and expansion by broadcasting
+            if self.equal and v.is_contiguous():             # (k, s) view: block sums and expansion by broadcasting
                 V = v.view(self.k, self.n // self.k)
                 e = V.sum(dim=1)
-                return torch.addcmul((self.B @ e).unsqueeze(1), self.lam.unsqueeze(1), V).view(self.n)
+                res = torch.addcmul((self.B @ e).unsqueeze(1), self.lam.unsqueeze(1), V,
+                                    out=None if out is None else out.view(self.k, -1))
+                return res.view(self.n)
             if len(self.groups) <= GROUPED_MAX and v.is_contiguous():   # a few regular families of blocks: views
                 e = grouped_block_sums(v, self.groups, self.k)
-                return grouped_expand_affine(self.lam, self.B @ e, v, self.groups)
+                return grouped_expand_affine(self.lam, self.B @ e, v, self.groups, out=out)
+            if out is not None:
+                return out.copy_(self.mv(v))
             e = torch.segment_reduce(v, "sum", lengths=self._lengths, axis=0)
             out = torch.repeat_interleave(self.B @ e, self._lengths, output_size=self.n)
             return out.addcmul_(torch.repeat_interleave(self.lam, self._lengths, output_size=self.n), v)

@@ -140,6 +140,7 @@ class _FlatOptimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self._flats = {}
         self._pre = {}
+        self._bufs = {}     # per flat group: a kept n-vector for the direction (not state: rebuilt on demand)
 
     def _make_preconditioner(self, group):
         raise NotImplementedError
@@ -236,7 +237,6 @@ class AdaGrad(_FlatOptimizer):
         _check_number("lr", lr, positive=True)
         _check_number("eps", eps, nonneg=True)
         super().__init__(params, {"lr": lr, "eps": eps})
-        self._bufs = {}
 
     def _make_preconditioner(self, group):
         return P.AdaGradDiag()
@@ -257,7 +257,14 @@ class _PowerOptimizer(_FlatOptimizer):
 
     def _update(self, group, st, fl, graph_grads, loss, closure):
         op, st["flat"] = self._preconditioner(group).update(st["flat"], fl.x, fl.g, None)
-        fl.x.add_(op.power(fl.g, -0.5, group["eps"]), alpha=-group["lr"])
+        if isinstance(op, ops.BlockMean):     # the powered block mean (cached between refreshes) into a kept buffer
+            buf = self._bufs.get(id(fl))
+            if buf is None or buf[0] is not fl:
+                buf = self._bufs[id(fl)] = (fl, torch.empty_like(fl.g))
+            d = op.matrix_power(-0.5, group["eps"]).mv(fl.g, out=buf[1])
+        else:
+            d = op.power(fl.g, -0.5, group["eps"])
+        fl.x.add_(d, alpha=-group["lr"])
 
 
 class AdaGradFull(_PowerOptimizer):
