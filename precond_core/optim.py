@@ -145,6 +145,15 @@ class _FlatOptimizer(torch.optim.Optimizer):
     def _make_preconditioner(self, group):
         raise NotImplementedError
 
+    def _buf(self, fl, i=0):
+        """The i-th kept n-vector of a flat group (scratch for directions; not part of the state)."""
+        bufs = self._bufs.get(id(fl))
+        if bufs is None or bufs[0] is not fl:
+            bufs = self._bufs[id(fl)] = (fl, [])
+        while len(bufs[1]) <= i:
+            bufs[1].append(torch.empty_like(fl.g))
+        return bufs[1][i]
+
     def _update(self, group, st, fl, graph_grads, loss, closure, **kw):
         raise NotImplementedError
 
@@ -243,10 +252,7 @@ class AdaGrad(_FlatOptimizer):
 
     def _update(self, group, st, fl, graph_grads, loss, closure):
         acc, g = st["flat"].acc, fl.g
-        buf = self._bufs.get(id(fl))
-        if buf is None or buf[0] is not fl:
-            buf = self._bufs[id(fl)] = (fl, torch.empty_like(g))
-        d = buf[1]
+        d = self._buf(fl)
         acc.addcmul_(g, g)
         torch.sqrt(acc, out=d).add_(group["eps"])
         fl.x.addcdiv_(g, d, value=-group["lr"])
@@ -257,13 +263,20 @@ class _PowerOptimizer(_FlatOptimizer):
 
     def _update(self, group, st, fl, graph_grads, loss, closure):
         op, st["flat"] = self._preconditioner(group).update(st["flat"], fl.x, fl.g, None)
+        eps, g = group["eps"], fl.g
+        inner, shift = (op.op, eps) if isinstance(op, ops.Scaled) else (None, eps)
+        if isinstance(inner, P.Shifted):
+            inner, shift = inner.op, shift + inner.c
         if isinstance(op, ops.BlockMean):     # the powered block mean (cached between refreshes) into a kept buffer
-            buf = self._bufs.get(id(fl))
-            if buf is None or buf[0] is not fl:
-                buf = self._bufs[id(fl)] = (fl, torch.empty_like(fl.g))
-            d = op.matrix_power(-0.5, group["eps"]).mv(fl.g, out=buf[1])
+            d = op.matrix_power(-0.5, eps).mv(g, out=self._buf(fl))
+        elif isinstance(inner, ops.BlockMean):
+            # Scaled.power(g, -1/2, eps) = z^(-1/2) * (F + shift I)^(-1/2) (z^(-1/2) * g) with kept buffers;
+            # op.z is this step's own vector, powered in place
+            zp = op.z.pow_(-0.5)
+            u = torch.mul(zp, g, out=self._buf(fl, 1))
+            d = inner.matrix_power(-0.5, shift).mv(u, out=self._buf(fl)).mul_(zp)
         else:
-            d = op.power(fl.g, -0.5, group["eps"])
+            d = op.power(g, -0.5, eps)
         fl.x.add_(d, alpha=-group["lr"])
 
 
