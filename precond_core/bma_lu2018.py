@@ -52,16 +52,17 @@ class Lu2018Operator(ops.Operator):
         self._cache = (eps0, Pn, r)
         return Pn, r
 
-    def power(self, v, p, shift=0.0):
+    def power(self, v, p, shift=0.0, out: torch.Tensor | None = None):
+        """The step direction for p = -1/2 (shift = eps0); ``out`` (n,) receives it for a 1-D v."""
         if float(p) != -0.5:
             raise ValueError(f"p must be -0.5 for the lu2018 update, got {p!r}")
         v = self._check_v(v)
         eps0 = float(self._shift(shift))
         Pn, r = self._factors(eps0)
         c = Pn @ ops.block_sums(v, self.sizes, self.index)
-        if v.ndim == 1:                      # r * (r * v + E c): two n-vectors (r and the result)
-            out = torch.mul(r, v)
-            return out.add_(ops.expand(c, self.sizes, self.index)).mul_(r)
+        if v.ndim == 1:                      # r * (r * v + E c): two n-vectors (r and the result), in place
+            out = torch.mul(r, v, out=out)
+            return ops.add_expanded_(out, c, self.sizes).mul_(r)
         return ops._col(r, v) * (ops._col(r, v) * v + ops.expand(c, self.sizes, self.index))
 
     def mv(self, v):

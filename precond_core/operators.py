@@ -635,6 +635,22 @@ def grouped_expand_affine(lam: torch.Tensor, c: torch.Tensor, v: torch.Tensor, g
     return out
 
 
+def add_expanded_(out: torch.Tensor, c: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """out += E c in place (out (n,) contiguous, c (k,)): a (k, s) view for equal blocks, one view per
+    family of ``strided_groups``, else through ``expand``."""
+    sizes = tuple(sizes)
+    if out.ndim == 1 and out.is_contiguous():
+        if all(si == sizes[0] for si in sizes):
+            out.view(len(sizes), -1).add_(c.unsqueeze(1))
+            return out
+        groups = strided_groups(sizes)
+        if len(groups) <= GROUPED_MAX:
+            for sl, O in group_views(out, groups):
+                O.add_(c[sl].unsqueeze(1))
+            return out
+    return out.add_(expand(c, sizes))
+
+
 GROUPED_MAX = 16   # at most this many families: views per family; more: one segment reduction
 
 

@@ -48,7 +48,7 @@ import torch
 from . import operators as ops
 from . import preconditioners as P
 from . import steps as S
-from .bma_lu2018 import AdaGradBMALu2018
+from .bma_lu2018 import AdaGradBMALu2018, Lu2018Operator
 
 __all__ = ["AdaGrad", "AdaGradFull", "AdaGradBMA", "BlockDiagAdaGrad", "Hutchinson", "UniformDirection",
            "FisherSampled"]
@@ -275,6 +275,8 @@ class _PowerOptimizer(_FlatOptimizer):
             zp = op.z.pow_(-0.5)
             u = torch.mul(zp, g, out=self._buf(fl, 1))
             d = inner.matrix_power(-0.5, shift).mv(u, out=self._buf(fl)).mul_(zp)
+        elif isinstance(op, Lu2018Operator):
+            d = op.power(g, -0.5, eps, out=self._buf(fl))
         else:
             d = op.power(g, -0.5, eps)
         fl.x.add_(d, alpha=-group["lr"])

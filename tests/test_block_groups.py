@@ -51,6 +51,7 @@ def test_grouped_sums_expansion_and_block_mean_mv_match_dense(sizes):
     E = _E(sizes)
     torch.testing.assert_close(ops.block_sums(v, sizes), E.T @ v)
     torch.testing.assert_close(ops.expand(w, sizes), E @ w)
+    torch.testing.assert_close(ops.add_expanded_(v.clone(), w, sizes), v + E @ w)
     q = torch.zeros(k, dtype=torch.float64)
     e = ops.grouped_block_sums(v, ops.strided_groups(sizes), k, squares=q)
     torch.testing.assert_close(e, E.T @ v)
