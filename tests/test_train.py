@@ -121,6 +121,7 @@ def test_cli_train_then_report_section(tmp_path, capsys):
     final = eps[eps["run_id"].isin(runs.loc[runs["selected"] & (runs["method"] == "adagrad"), "run_id"])
                 & (eps["epoch"] == 2)]
     assert row["test error"] == pytest.approx(final["test_error"].median())
+    assert row["training rows"] == "512" and row["batch"] == "64"  # a reduced run says so in the report
     sec = section_training(store)
     assert sec.note is None and len(sec.figures) == 1
 

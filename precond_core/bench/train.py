@@ -4,12 +4,14 @@ A cell is a plain dict: ``model`` (``mlp`` | ``small_cnn`` | ``large_cnn``), ``d
 ``fashion_mnist`` | ``cifar10``, with ``data_path`` optional for CIFAR-10), ``optimizer`` (a key of
 ``OPTIMIZERS``) with ``params`` (its keyword arguments), ``lr``, ``epochs``, ``batch_size``, ``seed``,
 ``subset`` (training rows used, ``None`` or ``"all"`` = all), ``device``, ``dtype``. ``run_cell`` trains
-it and writes one JSON file under ``<store>/train/`` with a row per run and a row per epoch (full-data training loss mean after the epoch; ``loss_sum``, the sum of the
-epoch's minibatch losses as the talk plots it; test error; cumulative wall time of the training steps;
-median optimizer step time). The file is written atomically and a cell whose file exists is skipped,
-so an interrupted sweep resumes (``git``: a file stored for another commit or machine is trained again, as the
-sweep runner does for its cells). A NaN/inf loss stops the cell, which is stored with
-``status = "diverged"``; ``run_cells`` goes on with the next cell.
+it and writes one JSON file under ``<store>/train/`` with a row per run and a row per epoch (full-data
+training loss mean after the epoch; ``loss_sum``, the sum of the epoch's minibatch losses as the talk plots
+it; test error; cumulative wall time of the training steps; median optimizer step time). The file is
+written atomically and a stored cell is skipped, so an interrupted sweep resumes (with ``git`` /
+``machine`` given, as the sweep runner passes them, a file stored for another commit or machine is
+trained again). A NaN/inf loss stops the cell, which is stored with ``status = "diverged"``; the sweep
+goes on with the next cell. Grid files hold training cells as ``[[train]]`` tables (``grid.load_plan``),
+run by ``runner.run_sweep``.
 
 Learning rates (the DeepOBS protocol): ``tune_and_run`` trains every lr of a small log grid with the
 first seed, picks the lr with the lowest final training loss (diverged runs excluded), then trains the
