@@ -225,3 +225,15 @@ def test_stored_result_of_another_machine_or_unreadable_is_trained_again(tmp_pat
     assert T.stored_result(cell, tmp_path) is None
     assert T.run_cell(cell, tmp_path)["run"]["status"] == "ok"  # trained again, file replaced
     assert json.loads(T.result_path(tmp_path, cell).read_text())["run"]["key"] == T.cell_key(cell)
+
+
+def test_cuda_table_runs_there_or_is_skipped_with_a_message(tmp_path):
+    import torch
+
+    g = write(tmp_path, TRAIN.replace('subset = 256', 'subset = 256\ndevice = "cuda"'))
+    lines = []
+    s = run_sweep(g, tmp_path / "st", progress=False, log=lines.append, git=GIT)
+    if torch.cuda.is_available():
+        assert len(s.trained) == 4 and {r["run"]["device"] for r in s.train_results[0]["runs"]} == {"cuda"}
+    else:
+        assert s.trained == [] and sum("skip (device): [[train]]" in m for m in lines) == 2

@@ -150,10 +150,11 @@ def cmd_run(args) -> int:
             print(f"{c.run_id}  {c.short()}")
         for t in plan.train:
             first = first_cells(t["base"], t["lrs"], t["seeds"])
-            print(f"train {t['name']}: {first[0]['model']} on {first[0]['data']}, {t['base']['optimizer']} "
-                  f"{t['base'].get('params') or ''}, lrs {t['lrs']} at seed {t['seeds'][0]}, then seeds "
+            params = t["base"].get("params") or {}
+            print(f"train {t['name']}: {first[0]['model']} on {first[0]['data']}, {t['base']['optimizer']}"
+                  f"{' ' + str(params) if params else ''}, lrs {t['lrs']} at seed {t['seeds'][0]}, then seeds "
                   f"{t['seeds'][1:]} at the best; epochs {t['base'].get('epochs', 1)}, subset "
-                  f"{t['base'].get('subset') or 'all'}".replace("  ", " "))
+                  f"{t['base'].get('subset') or 'all'}")
         t_todo, t_done = plan_training(plan.train, store.path, git_commit=commit, machine=socket.gethostname(),
                                        rerun=args.rerun)
         print(f"{len(sp.cells)} cells, {len(sp.done)} stored, {len(sp.no_device)} without device, "
