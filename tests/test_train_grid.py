@@ -237,3 +237,30 @@ def test_cuda_table_runs_there_or_is_skipped_with_a_message(tmp_path):
         assert len(s.trained) == 4 and {r["run"]["device"] for r in s.train_results[0]["runs"]} == {"cuda"}
     else:
         assert s.trained == [] and sum("skip (device): [[train]]" in m for m in lines) == 2
+
+
+def test_training_runs_as_dask_tasks(tmp_path):
+    """Each training run is one task on the cluster; results written by the submitting process, equal to an
+    in-process run's, and resumed the same way."""
+    distributed = pytest.importorskip("distributed")
+    from precond_core.bench.executors import DaskExecutor
+
+    g = write(tmp_path, TRAIN)
+    local = sweep(g, tmp_path / "local")
+    with distributed.LocalCluster(host="127.0.0.1", n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        with distributed.get_task_stream(client) as stream:
+            remote = sweep(g, tmp_path / "dask", executor=DaskExecutor(client))
+        assert sum(str(t["key"]).startswith("cell-") for t in stream.data) == 4
+        again = sweep(g, tmp_path / "dask", executor=DaskExecutor(client))
+    assert len(remote.trained) == 4 and remote.train_diverged == 1 and not remote.failed
+    assert again.trained == [] and again.train_already == 4
+
+    def finals(s):
+        return {(r["run"]["key"]): (r["run"]["status"], r["run"]["final_train_loss"])
+                for t in s.train_results for r in t["runs"]}
+    fl, fr = finals(local), finals(remote)
+    assert fl.keys() == fr.keys()
+    for k in fl:
+        assert fl[k][0] == fr[k][0]
+        assert fl[k][1] == pytest.approx(fr[k][1], rel=1e-5, nan_ok=True)
