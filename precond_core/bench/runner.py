@@ -388,13 +388,16 @@ def run_training(tables: list[dict], store_dir, summary: SweepSummary, *, execut
 
         local = isinstance(executor, LocalExecutor)
 
-        def started(c):
-            if bar is not None:
-                bar.set_postfix_str(label[T.cell_key(c)], refresh=True)
+        current = [""]
 
-        def epoch(msg):  # per-epoch progress of an in-process run, on the bar
+        def started(c):
+            current[0] = label[T.cell_key(c)]
             if bar is not None:
-                bar.set_postfix_str(msg.split(": ")[0], refresh=True)
+                bar.set_postfix_str(current[0], refresh=True)
+
+        def epoch(msg):  # per-epoch progress of an in-process run, on the bar: "... epoch 3/5: loss 0.71, ..."
+            if bar is not None and " epoch " in msg:
+                bar.set_postfix_str(f"{current[0]} epoch {msg.split(' epoch ', 1)[1]}", refresh=True)
 
         fn = functools.partial(T.train_cell_safe, progress=epoch) if local else T.train_cell_safe
         for res in executor.map(fn, [T.TrainCell(c) for _, c in todo], on_start=started):
@@ -428,7 +431,7 @@ def run_training(tables: list[dict], store_dir, summary: SweepSummary, *, execut
 
 def _train_short(cell: dict) -> str:
     p = ",".join(f"{a}={v}" for a, v in sorted((cell.get("params") or {}).items()))
-    return f"{cell['model']}/{cell['data']} {cell['optimizer']}({p}) lr={cell['lr']} s{cell['seed']}"
+    return f"{cell['model']}/{cell['data']} {cell['optimizer']}{f'({p})' if p else ''} lr={cell['lr']} s{cell['seed']}"
 
 
 def run_sweep(source, store_dir, *, executor=None, rerun: bool = False, max_cells: int = 2000,
