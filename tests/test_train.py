@@ -52,6 +52,8 @@ def test_bad_cells():
 
 def test_bundled_training_suites_validate(tmp_path):
     from pathlib import Path
+
+    from precond_core.bench.grid import GridError, load_plan
     d = Path(T.__file__).resolve().parent.parent / "suites" / "train"
     quick = T.load_suite(d / "quick.toml")
     assert {t["base"]["optimizer"] for t in quick} >= {"adagrad", "adagrad_bma", "adagrad_full"}
@@ -60,15 +62,18 @@ def test_bundled_training_suites_validate(tmp_path):
              if t["base"]["model"] == "small_cnn" and t["base"]["optimizer"] == "adagrad_bma"}
     assert small == {"exact", "scaled", "lu2018"}
     full = T.load_suite(d / "paper_cnn.toml", full=True)
-    assert full[0]["base"]["subset"] == 60000 and paper[0]["base"]["subset"] == 5000
+    assert full[0]["base"]["subset"] == "all" and paper[0]["base"]["subset"] == 10000
+    # the paper grid carries the same [[train]] tables; paper_full holds them at the --full settings
+    assert load_plan("paper", check_data=False).train == paper
+    assert load_plan("paper", full=True, check_data=False).train == full == load_plan("paper_full", check_data=False).train
     bad = tmp_path / "bad.toml"
     bad.write_text('[[train]]\nmodel = "mlp"\ndata = "digits"\noptimizer = "adagrad"\nlrs = [0.1]\nfoo = 1\n')
-    with pytest.raises(ValueError, match=r"bad.toml: \[\[train\]\] #1: unknown key\(s\) \['foo'\]"):
+    with pytest.raises(GridError, match=r"bad.toml: table \[\[train\]\] #1, key 'foo': unknown key"):
         T.load_suite(bad)
 
 
 SUITE = """
-[defaults]
+[train_defaults]
 model = "mlp"
 data = "digits"
 epochs = 2
@@ -116,6 +121,7 @@ def test_cli_train_then_report_section(tmp_path, capsys):
     final = eps[eps["run_id"].isin(runs.loc[runs["selected"] & (runs["method"] == "adagrad"), "run_id"])
                 & (eps["epoch"] == 2)]
     assert row["test error"] == pytest.approx(final["test_error"].median())
+    assert row["training rows"] == "512" and row["batch"] == "64"  # a reduced run says so in the report
     sec = section_training(store)
     assert sec.note is None and len(sec.figures) == 1
 

@@ -35,16 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="precond-bench", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run a suite (quick, paper, scaling, full) or a grid TOML file")
+    r = sub.add_parser("run", help="run a suite (quick, paper, scaling, full) or a grid TOML file",
+                       description="Runs a grid's problem cells, then its [[train]] tables (networks trained "
+                                   "with the DeepOBS learning-rate rule), into one store; cells and training runs "
+                                   "already stored for this commit are skipped.")
     r.add_argument("grid", metavar="SUITE_OR_TOML")
-    r.add_argument("--store", type=Path, default=None, help="results store directory (default: results/store/)")
-    r.add_argument("--yes", action="store_true", help="run even when more than --max-cells cells")
-    r.add_argument("--max-cells", type=int, default=2000, help="refuse larger sweeps without --yes (default 2000)")
-    r.add_argument("--executor", choices=("local", "dask"), default="local")
-    r.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786) or 'local'")
-    r.add_argument("--rerun", action="store_true", help="run cells already stored for this commit again")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--dry-run", action="store_true", help="validate and print the plan, run nothing")
+    _run_options(r)
+    kind = r.add_mutually_exclusive_group()
+    kind.add_argument("--only-train", action="store_true", help="run the grid's [[train]] tables only")
+    kind.add_argument("--no-train", action="store_true", help="skip the grid's [[train]] tables")
 
     rep = sub.add_parser("report", help="build the HTML report from a store")
     rep.add_argument("--store", type=Path, default=None)
@@ -53,15 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list methods, problems, datasets or suites")
     ls.add_argument("what", choices=("methods", "problems", "datasets", "suites"))
 
-    tr = sub.add_parser("train", help="train networks: a training suite (suites/train/*.toml) into a store",
-                        description="Runs every [[train]] table of a training suite: the learning-rate grid at "
-                                    "the first seed, the best by final training loss, then the other seeds; "
-                                    "each run stored as one file under <store>/train/ (a stored run is skipped, "
-                                    "so an interrupted suite resumes).")
-    tr.add_argument("suite", help="a TOML file, or a bundled training suite: " + ", ".join(
-        sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "suites" / "train").glob("*.toml"))))
-    tr.add_argument("--store", type=Path, default=None)
-    tr.add_argument("--full", action="store_true", help="apply the suite's [full] settings (the talk's scale)")
+    tr = sub.add_parser("train", help="train networks: the [[train]] tables of a training suite or grid "
+                                      "(`run SUITE --only-train`)",
+                        description="Runs every [[train]] table of a training suite (suites/train/*.toml), or of "
+                                    "any grid (e.g. paper): the learning-rate grid at the first seed, the best by "
+                                    "final training loss, then the other seeds; each run stored as one file under "
+                                    "<store>/train/ (a run stored for this commit is skipped, so an interrupted "
+                                    "suite resumes). The same as `precond-bench run SUITE --only-train`.")
+    tr.add_argument("suite", help="a TOML file, a bundled training suite (" + ", ".join(
+        sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "suites" / "train").glob("*.toml")))
+        + ") or a bundled grid with [[train]] tables (paper)")
+    _run_options(tr)
 
     st = sub.add_parser("store", help="check a results store for unreadable or orphaned parts, or repair it")
     st.add_argument("action", choices=("check", "repair"),
@@ -88,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_options(r) -> None:
+    r.add_argument("--store", type=Path, default=None, help="results store directory (default: results/store/)")
+    r.add_argument("--yes", action="store_true", help="run even when more than --max-cells cells")
+    r.add_argument("--max-cells", type=int, default=2000, help="refuse larger sweeps without --yes (default 2000)")
+    r.add_argument("--executor", choices=("local", "dask"), default="local")
+    r.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786) or 'local'")
+    r.add_argument("--rerun", action="store_true", help="run cells already stored for this commit again")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--dry-run", action="store_true", help="validate and print the plan, run nothing")
+    r.add_argument("--full", action="store_true",
+                   help="[[train]] tables at their --full settings ([train_full], each table's full = {...}): "
+                        "the talk's scale")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -105,40 +120,63 @@ def main(argv: list[str] | None = None) -> int:
 # -- run ------------------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
     from .executors import make_executor
-    from .grid import load_grid
-    from .runner import SweepError, git_info, plan_sweep, run_sweep
+    from .grid import load_plan
+    from .runner import SweepError, git_info, plan_sweep, plan_training, run_sweep
     from .store import Store
+    from .train import first_cells, summary_lines
 
     if args.max_cells < 0:
         raise UserError(f"--max-cells must be >= 0, got {args.max_cells}")
     store_dir = args.store or default_store()
-    suite, cells = load_grid(args.grid)  # validates everything (all problems at once) before anything runs
+    which = "only" if getattr(args, "only_train", False) else "no" if getattr(args, "no_train", False) else "also"
+    source = args.grid if args.command == "run" else _train_source(args.suite)
+    # validates everything (all problems at once, problems and [[train]] tables) before anything runs
+    plan = load_plan(source, full=args.full)
+    if which == "only":
+        plan.cells = []
+        if not plan.train:
+            raise UserError(f"{source}: no [[train]] tables to run")
+    elif which == "no":
+        plan.train = []
     if args.dry_run:
         import socket
 
         store = Store(store_dir)
         store.validate()  # what a real run checks first (read only)
         commit, _ = git_info()
-        plan = plan_sweep(suite, cells, store, git_commit=commit, machine=socket.gethostname(), rerun=args.rerun)
-        for c in plan.todo:
+        sp = plan_sweep(plan.suite, plan.cells, store, git_commit=commit, machine=socket.gethostname(),
+                        rerun=args.rerun)
+        for c in sp.todo:
             print(f"{c.run_id}  {c.short()}")
-        print(f"{len(plan.cells)} cells, {len(plan.done)} stored, {len(plan.no_device)} without device, "
-              f"{len(plan.todo)} to run", file=sys.stderr)
+        for t in plan.train:
+            first = first_cells(t["base"], t["lrs"], t["seeds"])
+            params = t["base"].get("params") or {}
+            print(f"train {t['name']}: {first[0]['model']} on {first[0]['data']}, {t['base']['optimizer']}"
+                  f"{' ' + str(params) if params else ''}, lrs {t['lrs']} at seed {t['seeds'][0]}, then seeds "
+                  f"{t['seeds'][1:]} at the best; epochs {t['base'].get('epochs', 1)}, subset "
+                  f"{t['base'].get('subset') or 'all'}")
+        t_todo, t_done = plan_training(plan.train, store.path, git_commit=commit, machine=socket.gethostname(),
+                                       rerun=args.rerun)
+        print(f"{len(sp.cells)} cells, {len(sp.done)} stored, {len(sp.no_device)} without device, "
+              f"{len(sp.todo)} to run" + (f"; training: {len(plan.train)} table(s), {t_done} run(s) stored, "
+                                          f"{t_todo} to run" if plan.train else ""), file=sys.stderr)
         return EXIT_OK
     try:
         executor = make_executor(args.executor, args.scheduler)
     except (ValueError, RuntimeError) as exc:
         raise UserError(str(exc)) from None
     try:
-        summary = run_sweep((suite, cells), store_dir, executor=executor, rerun=args.rerun,
+        summary = run_sweep(plan, store_dir, executor=executor, rerun=args.rerun,
                             max_cells=args.max_cells, yes=args.yes, progress=not args.no_progress)
     except SweepError as exc:
         raise UserError(str(exc)) from None
     finally:
         executor.close()
+    for line in summary_lines(summary.train_results):
+        print(line)
     if summary.failed:
-        print(f"precond-bench run: {len(summary.failed)} cell(s) failed (not stored; run again to retry):",
-              file=sys.stderr)
+        print(f"precond-bench {args.command}: {len(summary.failed)} cell(s) failed (not stored; run again to "
+              "retry):", file=sys.stderr)
         for rid, err in summary.failed[:20]:
             print(f"  {rid}: {err}", file=sys.stderr)
         return EXIT_FAIL
@@ -146,19 +184,17 @@ def cmd_run(args) -> int:
 
 
 # -- train ----------------------------------------------------------------------------------------------
-def cmd_train(args) -> int:
+def _train_source(name: str):
     from . import train
 
-    try:
-        path = train.resolve_suite(args.suite)
-        train.load_suite(path, args.full)  # every table checked before anything trains
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    store_dir = args.store or default_store()
-    progress = None if getattr(args, "no_progress", False) else (lambda msg: print(msg, file=sys.stderr))
-    for line in train.summary_lines(train.run_suite(path, store_dir, args.full, progress=progress)):
-        print(line)
-    return EXIT_OK
+    return train.resolve_suite(name)
+
+
+def cmd_train(args) -> int:
+    """``precond-bench train SUITE``: ``run SUITE --only-train`` (a training suite's name is looked up in
+    suites/train/ first)."""
+    args.only_train, args.no_train = True, False
+    return cmd_run(args)
 
 
 # -- report ---------------------------------------------------------------------------------------------

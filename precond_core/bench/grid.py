@@ -24,6 +24,28 @@ Format (see ``precond_core/suites/README.md``)::
     k = [1, 8, 64]               # a list expands as a product; [[a, b]] passes the list [a, b] itself
     variant = "exact"
 
+Training networks (``precond_core.bench.train``) sits in the same file as ``[[train]]`` tables, beside or
+instead of the problems::
+
+    [train_defaults]             # optional: keys every [[train]] table starts from
+    data = "fashion_mnist"       # digits | fashion_mnist | cifar10 (data_path = "...", or $PRECOND_CIFAR10_DIR)
+    epochs = 2
+    subset = 5000                # training rows used ("all": every row)
+
+    [train_full]                 # optional: applied over the tables with --full
+    epochs = 50
+    subset = "all"
+
+    [[train]]
+    name = "small/bma"
+    model = "small_cnn"          # mlp | small_cnn | large_cnn
+    optimizer = "adagrad_bma"
+    params = { variant = "scaled" }
+    lrs = [0.01, 0.03, 0.1]      # tried at the first seed; the best by final training loss gets the others
+    seeds = [0, 1]
+    full = { epochs = 30 }       # optional: this table's own --full settings, over [train_full]
+
+The problems' ``[defaults]`` do not apply to ``[[train]]`` tables (their keys differ; see ``train.KEYS``).
 A cell is one point of problems x methods x dtype x device x eps x max_iters x seed. Its identity is
 ``cell_key`` (sorted JSON of everything that fixes the result) and ``run_id`` (a hash of it); the suite
 name is not part of it, so the same cell in two suites is the same run.
@@ -161,14 +183,33 @@ def _expand(table: dict) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
 
 
+@dataclasses.dataclass
+class Plan:
+    """A grid file read and checked: its problem cells and its training tables (``train.load_suite``'s form:
+    ``{"name", "base", "lrs", "seeds"}`` each)."""
+
+    suite: str
+    cells: list
+    train: list
+
+
 def load_grid(source: str | Path, *, validate: bool = True, check_data: bool | None = None) -> tuple[str, list[Cell]]:
-    """Read a suite name or TOML path; return ``(suite_name, cells)`` in a deterministic order.
+    """``(suite_name, cells)`` of :func:`load_plan` (the problem cells only; a file of [[train]] tables
+    alone gives no cells)."""
+    plan = load_plan(source, validate=validate, check_data=check_data)
+    return plan.suite, plan.cells
+
+
+def load_plan(source: str | Path, *, validate: bool = True, check_data: bool | None = None,
+              full: bool = False) -> Plan:
+    """Read a suite name or TOML path; return its :class:`Plan` (cells in a deterministic order).
 
     A file is one grid (top-level ``[[problems]]`` and ``[[methods]]``) or several (``[[sweep]]`` blocks,
     each with its own ``[[sweep.problems]]``, ``[[sweep.methods]]`` and optional ``[sweep.defaults]``
     over the file's ``[defaults]``). Everything is validated before anything runs: unknown tables or keys,
     unknown problem, factory, dataset, method or parameter, values out of range, and (``check_data``,
-    default ``validate``) data sets that are not on this machine. All problems of the file are reported
+    default ``validate``) data sets that are not on this machine; the same for the [[train]] tables (``full``:
+    with their --full settings). All problems of the file are reported
     at once in one :class:`GridError`, one line each, naming the file, the table and the key, with a
     "did you mean" where a known name is close. A cell listed twice (same ``run_id``) is kept once.
     """
@@ -183,12 +224,23 @@ def load_grid(source: str | Path, *, validate: bool = True, check_data: bool | N
         if msg not in errors:
             errors.append(msg)
 
-    unknown = set(data) - {"suite", "defaults", "problems", "methods", "sweep"}
+    unknown = set(data) - set(_TOP)
     for key in sorted(unknown):
         fail(f"{where}: unknown top-level table {key!r}{_hint(key, _TOP)}; allowed: "
-             "[suite], [defaults], [[problems]], [[methods]], [[sweep]]")
+             "[suite], [defaults], [[problems]], [[methods]], [[sweep]], [train_defaults], [train_full], [[train]]")
+    train_only = "train" in data and not any(k in data for k in ("problems", "methods", "sweep"))
+    train = _train_tables(data, where, full, validate, check_data, fail)
     defaults = _defaults(dict(_DEFAULTS), data.get("defaults", {}), where, "[defaults]", fail)
-    if "sweep" in data:
+    if "train" in data and isinstance(data.get("defaults"), dict):
+        from .train import KEYS as TRAIN_KEYS
+        moved = sorted(set(data["defaults"]) if train_only else
+                       set(data["defaults"]) & (TRAIN_KEYS | {"lrs"}) - set(RUN_KEYS) - {"seed"})
+        if moved:
+            fail(f"{where}: table [defaults], keys {moved}: settings of the [[train]] tables go in "
+                 "[train_defaults] ([defaults] holds the problems' run settings; --full overrides go in [train_full])")
+    if train_only:
+        blocks = []
+    elif "sweep" in data:
         blocks = data["sweep"]
         if "problems" in data or "methods" in data:
             fail(f"{where}: use either top-level [[problems]]/[[methods]] or [[sweep]] blocks, not both")
@@ -214,10 +266,88 @@ def load_grid(source: str | Path, *, validate: bool = True, check_data: bool | N
     if errors:
         head = f"{where}: {len(errors)} problem(s) in the grid file:" if len(errors) > 1 else ""
         raise GridError("\n".join(([head] if head else []) + [f"  {e}" if head else e for e in errors]))
-    return suite, cells
+    return Plan(suite, cells, train)
 
 
-_TOP = ("suite", "defaults", "problems", "methods", "sweep")
+_TOP = ("suite", "defaults", "problems", "methods", "sweep", "train_defaults", "train_full", "train")
+
+
+def _train_tables(data: dict, where: str, full: bool, validate: bool, check_data: bool, fail) -> list[dict]:
+    """The [[train]] tables of a grid file, checked: ``[{"name", "base", "lrs", "seeds"}]``."""
+    from . import train as T
+
+    out = []
+    tables = data.get("train", [])
+    for key in ("train_defaults", "train_full"):
+        if key in data and not isinstance(data[key], dict):
+            fail(f"{where}: [{key}] must be a table")
+    if ("train_defaults" in data or "train_full" in data) and "train" not in data:
+        fail(f"{where}: [train_defaults] / [train_full] given but no [[train]] table")
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        fail(f"{where}: [[train]] must be one or more tables (write [[train]], not [train])")
+        return out
+    tdef = data.get("train_defaults", {}) if isinstance(data.get("train_defaults"), dict) else {}
+    tfull = data.get("train_full", {}) if isinstance(data.get("train_full"), dict) else {}
+    allowed = sorted(T.TABLE_KEYS)
+    for label, tab in (("[train_defaults]", tdef), ("[train_full]", tfull)):
+        for key in sorted(set(tab) - T.TABLE_KEYS - {"lr", "seed"} | ({"name", "full"} & set(tab))):
+            fail(f"{where}: table {label}, key {key!r}: unknown key{_hint(key, allowed)}; allowed: "
+                 f"{sorted(T.TABLE_KEYS - {'name', 'full'})}")
+    names = set()
+    for i, tab in enumerate(tables):
+        label = f"[[train]] #{i + 1}"
+        own_full = tab.get("full", {})
+        if not isinstance(own_full, dict):
+            fail(f"{where}: table {label}, key 'full': must be a table of --full settings, got {own_full!r}")
+            own_full = {}
+        for key in sorted(set(own_full) - T.TABLE_KEYS | ({"name", "full"} & set(own_full))):
+            fail(f"{where}: table {label}, key 'full.{key}': unknown key{_hint(key, allowed)}")
+        t = {**tdef, **{k: v for k, v in tab.items() if k != "full"}, **(tfull if full else {}),
+             **(own_full if full else {})}
+        for alias, key in (("lr", "lrs"), ("seed", "seeds")):
+            if alias in t:  # one value for the list key
+                if key in t:
+                    fail(f"{where}: table {label}, key {alias!r}: give either {alias} or {key}, not both")
+                t[key] = [t.pop(alias)]
+        bad = False
+        for key in sorted(set(t) - T.TABLE_KEYS):
+            fail(f"{where}: table {label}, key {key!r}: unknown key{_hint(key, allowed)}; allowed: {allowed}")
+            bad = True
+        lrs, seeds = t.pop("lrs", None), t.pop("seeds", [0])
+        name = t.pop("name", None) or f"{t.get('optimizer')}#{i + 1}"
+        if name in names:
+            fail(f"{where}: table {label}, key 'name': {name!r} names another [[train]] table too")
+        names.add(name)
+        if not isinstance(lrs, list) or not lrs:
+            fail(f"{where}: table {label}, key 'lrs': missing or not a non-empty list of learning rates")
+            bad = True
+            lrs = [1.0]
+        if not isinstance(seeds, list) or not seeds:
+            fail(f"{where}: table {label}, key 'seeds': must be a non-empty list of seeds, got {seeds!r}")
+            bad = True
+            seeds = [0]
+        elif len(set(map(str, seeds))) != len(seeds):
+            fail(f"{where}: table {label}, key 'seeds': {seeds} repeats a seed")
+        if len(set(map(str, lrs))) != len(lrs):
+            fail(f"{where}: table {label}, key 'lrs': {lrs} repeats a learning rate")
+        if validate:
+            seen = set()
+            for cell in [{**t, "lr": lr, "seed": seeds[0]} for lr in lrs] + [{**t, "lr": lrs[0], "seed": s}
+                                                                               for s in seeds[1:]]:
+                for key, msg in T.check(cell):
+                    key = {"lr": "lrs", "seed": "seeds"}.get(key, key)
+                    line = f"{where}: table {label}, key {key!r}: {msg}" if key else f"{where}: table {label}: {msg}"
+                    if line not in seen:
+                        seen.add(line)
+                        fail(line)
+                        bad = True
+            if check_data and not bad and isinstance(t.get("data"), str):
+                why = T.data_problem(t["data"], t.get("data_path"))
+                if why:
+                    fail(f"{where}: table {label}, key {'data_path' if t.get('data_path') else 'data'!r}: {why}")
+        if not bad:
+            out.append({"name": name, "base": t, "lrs": list(lrs), "seeds": list(seeds)})
+    return out
 
 
 def _hint(word: str, candidates) -> str:
@@ -474,6 +604,6 @@ def list_dataset_names() -> list[str] | None:
     return None
 
 
-__all__ = ["Cell", "GridError", "load_grid", "list_suites", "resolve_grid_path", "canonical_json",
+__all__ = ["Cell", "GridError", "Plan", "load_grid", "load_plan", "list_suites", "resolve_grid_path", "canonical_json",
            "list_dataset_names", "dataset_problem", "dataset_availability", "fetch_command", "SUITES_DIR",
            "RUN_KEYS"]

@@ -2,7 +2,8 @@
 
 Tables from ``train.load_training_tables(store_dir)``, restricted to the runs at each configuration's
 chosen learning rate (the DeepOBS rule, ``selected``):
-- ``training_summary``: per (model, data, method): learning rate, seeds, final training loss (mean over
+- ``training_summary``: per (model, data, method): learning rate, seeds, epochs, training rows used
+  (``subset``; "all") and batch size (so a reduced run says so), final training loss (mean over
   the training set, and the talk's per-epoch sum of minibatch losses), final test error (medians over
   seeds), median optimizer step time, diverged runs of that configuration at any learning rate;
 - ``training_curves``: per (model, data, method, epoch) the median and min/max over seeds of the training
@@ -32,12 +33,22 @@ def training_summary(train_runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataF
         allr = train_runs[(train_runs[KEYS] == pd.Series(key, index=KEYS)).all(axis=1)]
         rows.append({**dict(zip(KEYS, key)), "lr": g["lr"].iloc[0], "seeds": len(g),
                      "epochs": int(e["epoch"].max()) if len(e) else 0,
+                     "training rows": _values(g, "subset", "all"), "batch": _values(g, "batch_size", ""),
                      "train loss (mean)": e["train_loss_mean"].median(),
                      "train loss (epoch sum)": e["train_loss_sum"].median(),
                      "test error": e["test_error"].median(),
                      "step time (ms, median)": 1e3 * epochs[epochs["run_id"].isin(g["run_id"])]["step_s_median"].median(),
                      "diverged runs": int((allr["status"] == "diverged").sum())})
     return pd.DataFrame(rows)
+
+
+def _values(g: pd.DataFrame, col: str, missing) -> str:
+    """The distinct values of ``col`` in ``g`` as text (``missing`` for None/NaN: e.g. every training row)."""
+    if col not in g:
+        return ""
+    vals = sorted({missing if v is None or (isinstance(v, float) and np.isnan(v)) else str(int(v))
+                   for v in g[col]}, key=str)
+    return ", ".join(map(str, vals))
 
 
 def training_curves(train_runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:

@@ -4,6 +4,12 @@
 cost of one gradient, runs ``minimize`` and returns two small tables); the executors call it in-process
 or on Dask workers. ``run_sweep`` plans (validation, device availability, resume), then writes each
 result to the store as it arrives, so an interrupted sweep loses at most the cells in flight.
+
+A grid's ``[[train]]`` tables (``bench/train.py``) run after its problem cells, through the same executor,
+progress bar and resume rule (a training run stored for this commit and machine is not run again, unless
+``rerun``): first every learning rate at the first seed, then, once a table's rate is chosen (lowest final
+training loss, diverged runs excluded), its other seeds. Each run is one JSON file under ``<store>/train/``;
+a run whose loss became NaN/inf is stored with status ``diverged`` and the sweep goes on.
 """
 from __future__ import annotations
 
@@ -286,6 +292,11 @@ class SweepSummary:
     failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     stop_reasons: dict = dataclasses.field(default_factory=dict)  # stored cells per stop reason
+    #: training: runs stored now, runs found stored, per-table results (``train.summary_lines``' input)
+    trained: list[str] = dataclasses.field(default_factory=list)
+    train_already: int = 0
+    train_diverged: int = 0
+    train_results: list[dict] = dataclasses.field(default_factory=list)
 
     @property
     def diverged(self) -> int:
@@ -328,20 +339,126 @@ def plan_sweep(suite: str, cells: list[Cell], store: Store, *, git_commit: str, 
     return SweepPlan(suite, cells, todo, done, no_device)
 
 
+def plan_training(tables: list[dict], store_dir, *, git_commit: str, machine: str | None,
+                  rerun: bool = False) -> tuple[int, int]:
+    """``(to run, already stored)``: training runs of ``tables`` as far as known before training (the
+    other seeds of a table count as to run until its learning rate is chosen from stored first-seed runs)."""
+    from . import train as T
+
+    todo = done = 0
+    git = (git_commit, False)
+    for t in tables:
+        first = T.first_cells(t["base"], t["lrs"], t["seeds"])
+        got = [None if rerun else T.stored_result(c, store_dir, git, machine) for c in first]
+        done += sum(g is not None for g in got)
+        todo += sum(g is None for g in got)
+        if any(g is None for g in got):
+            todo += len(t["seeds"]) - 1
+            continue
+        rest = T.rest_cells(t["base"], T.pick_lr(got), t["seeds"])
+        n = sum(rerun or T.stored_result(c, store_dir, git, machine) is None for c in rest)
+        todo, done = todo + n, done + len(rest) - n
+    return todo, done
+
+
+def run_training(tables: list[dict], store_dir, summary: SweepSummary, *, executor, git: tuple[str, bool],
+                 machine: str | None, rerun: bool, bar=None, say: Callable[[str], None] = print) -> None:
+    """The DeepOBS protocol over every table, each stage's runs mapped over ``executor``; results go into
+    ``summary`` (``trained``, ``train_already``, ``train_diverged``, ``train_results``) and the store."""
+    import functools
+
+    from . import train as T
+
+    def stage(cells: list[dict]) -> list[dict | None]:
+        """Results of ``cells`` in order (stored ones read back; ``None`` for a failed run)."""
+        out: dict[int, dict | None] = {}
+        todo = []
+        for i, c in enumerate(cells):
+            old = None if rerun else T.stored_result(c, store_dir, git, machine)
+            if old is not None:
+                out[i] = old
+                summary.train_already += 1
+            else:
+                todo.append((i, c))
+        if not todo:
+            return [out[i] for i in range(len(cells))]
+        index = {T.cell_key(c): i for i, c in todo}
+        label = {T.cell_key(c): _train_short(c) for _, c in todo}
+        from .executors import LocalExecutor
+
+        local = isinstance(executor, LocalExecutor)
+
+        current = [""]
+
+        def started(c):
+            current[0] = label[T.cell_key(c)]
+            if bar is not None:
+                bar.set_postfix_str(current[0], refresh=True)
+
+        def epoch(msg):  # per-epoch progress of an in-process run, on the bar: "... epoch 3/5: loss 0.71, ..."
+            if bar is not None and " epoch " in msg:
+                bar.set_postfix_str(f"{current[0]} epoch {msg.split(' epoch ', 1)[1]}", refresh=True)
+
+        fn = functools.partial(T.train_cell_safe, progress=epoch) if local else T.train_cell_safe
+        for res in executor.map(fn, [T.TrainCell(c) for _, c in todo], on_start=started):
+            if isinstance(res, CellResult):  # the Dask executor's answer for a task that raised
+                res = {"cell": res.cell, "error": res.error}
+            cell, key = dict(res["cell"]), T.cell_key(res["cell"])
+            if "error" in res:
+                summary.failed.append((key, res["error"]))
+                say(f"FAILED {label[key]}: {res['error']}")
+                out[index[key]] = None
+            else:
+                T.store_result(store_dir, cell, res["result"], git, machine)
+                out[index[key]] = T.stored_result(cell, store_dir)
+                summary.trained.append(key)
+                if res["result"]["run"]["status"] == "diverged":
+                    summary.train_diverged += 1
+            if bar is not None:
+                bar.update(1)
+        return [out.get(i) for i in range(len(cells))]
+
+    firsts = [stage(T.first_cells(t["base"], t["lrs"], t["seeds"])) for t in tables]
+    best = [T.pick_lr(f) for f in firsts]
+    skipped_rest = sum(len(t["seeds"]) - 1 for t, b in zip(tables, best) if b is None)
+    if bar is not None and skipped_rest:  # every lr of a table diverged: no other seeds to run
+        bar.total = max(bar.n, bar.total - skipped_rest)
+        bar.refresh()
+    rests = [stage(T.rest_cells(t["base"], b, t["seeds"])) for t, b in zip(tables, best)]
+    for t, f, b, r in zip(tables, firsts, best, rests):
+        summary.train_results.append({"name": t["name"], "best_lr": b, "runs": f + r})
+
+
+def _train_short(cell: dict) -> str:
+    p = ",".join(f"{a}={v}" for a, v in sorted((cell.get("params") or {}).items()))
+    return f"{cell['model']}/{cell['data']} {cell['optimizer']}{f'({p})' if p else ''} lr={cell['lr']} s{cell['seed']}"
+
+
 def run_sweep(source, store_dir, *, executor=None, rerun: bool = False, max_cells: int = 2000,
               yes: bool = False, progress: bool = True, log: Callable[[str], None] | None = None,
-              git: tuple[str, bool] | None = None) -> SweepSummary:
-    """Run the grid ``source`` (suite name or TOML path, or ``(suite, cells)``) into the store ``store_dir``.
+              git: tuple[str, bool] | None = None, full: bool = False, train: str = "also") -> SweepSummary:
+    """Run the grid ``source`` (suite name or TOML path, ``(suite, cells)``, or a :class:`~.grid.Plan`) into
+    the store ``store_dir``.
 
     Cells already stored for the same git commit (and the same machine, for in-process execution) are
     skipped unless ``rerun``. More than ``max_cells`` cells to run raise :class:`SweepError` unless ``yes``.
+    ``train``: ``"also"`` (the [[train]] tables after the problem cells), ``"only"`` or ``"no"``; ``full``
+    applies the tables' --full settings (when ``source`` is read here).
     """
     from .executors import LocalExecutor
-    from .grid import load_grid
+    from .grid import Plan, load_plan
 
+    if train not in ("also", "only", "no"):
+        raise ValueError(f"train must be 'also', 'only' or 'no', got {train!r}")
     log = log or _stderr
     executor = executor or LocalExecutor()
-    suite, cells = load_grid(source) if not isinstance(source, tuple) else source
+    plan_ = source if isinstance(source, Plan) else load_plan(source, full=full) \
+        if not isinstance(source, tuple) else Plan(source[0], source[1], [])
+    suite, cells, tables = plan_.suite, plan_.cells, plan_.train
+    if train == "only":
+        cells = []
+    elif train == "no":
+        tables = []
     store = Store(store_dir)
     store.validate()  # a damaged or foreign part stops the sweep before anything runs
     commit, dirty = git or git_info()
@@ -349,18 +466,23 @@ def run_sweep(source, store_dir, *, executor=None, rerun: bool = False, max_cell
     plan = plan_sweep(suite, cells, store, git_commit=commit, machine=machine, rerun=rerun)
     for c, why in plan.no_device:
         log(f"skip (device): {c.short()}: {why}")
-    if len(plan.todo) > max_cells and not yes:
-        raise SweepError(f"suite {suite!r} would run {len(plan.todo)} cells, more than --max-cells={max_cells}; "
-                         "pass --yes to run them anyway, or raise --max-cells")
+    tables, no_dev = _tables_with_device(tables)
+    for t, why in no_dev:
+        log(f"skip (device): [[train]] {t['name']}: {why}")
+    t_todo, t_done = plan_training(tables, store.path, git_commit=commit, machine=machine, rerun=rerun)
+    if len(plan.todo) + t_todo > max_cells and not yes:
+        raise SweepError(f"suite {suite!r} would run {len(plan.todo) + t_todo} cells, more than "
+                         f"--max-cells={max_cells}; pass --yes to run them anyway, or raise --max-cells")
+    trains = f"; training: {t_todo} run(s) to run, {t_done} stored" if tables or no_dev else ""
     log(f"suite {suite!r}: {len(plan.cells)} cells, {len(plan.done)} already stored for commit {commit[:10]}"
-        f"{' (dirty)' if dirty else ''}, {len(plan.no_device)} without device, {len(plan.todo)} to run "
+        f"{' (dirty)' if dirty else ''}, {len(plan.no_device)} without device, {len(plan.todo)} to run{trains} "
         f"-> store {store.path}")
     summary = SweepSummary(suite, already=len(plan.done))
-    if not plan.todo:
+    if not plan.todo and not tables:
         return summary
     store.init()
     t0 = time.perf_counter()
-    bar = _progress(len(plan.todo), suite, progress)
+    bar = _progress(len(plan.todo) + t_todo, suite, progress) if plan.todo or t_todo else None
     say = (lambda m: bar.write(m, file=sys.stderr)) if bar is not None else log
     reasons: dict[str, int] = {}
     try:
@@ -387,17 +509,30 @@ def run_sweep(source, store_dir, *, executor=None, rerun: bool = False, max_cell
                 summary.stop_reasons[why] = summary.stop_reasons.get(why, 0) + 1
             if bar is not None:
                 bar.update(1)
+        if tables:
+            run_training(tables, store.path, summary, executor=executor, git=(commit, dirty), machine=machine,
+                         rerun=rerun, bar=bar, say=say)
     finally:
         if bar is not None:
             bar.close()
         summary.seconds = time.perf_counter() - t0
     for why, count in reasons.items():
         log(f"skipped {count} cell(s): {why}")
+    trains = (f"; training: stored {len(summary.trained)} run(s) (diverged {summary.train_diverged}), "
+              f"{summary.train_already} already stored" if tables else "")
     log(f"suite {suite!r}: stored {len(summary.stored)} (converged {summary.stop_reasons.get('converged', 0)}, "
         f"max_iters {summary.stop_reasons.get('max_iters', 0)}, diverged {summary.diverged}, timed out "
-        f"{summary.timed_out}), skipped {len(summary.skipped)}, failed {len(summary.failed)} in "
+        f"{summary.timed_out}), skipped {len(summary.skipped)}, failed {len(summary.failed)}{trains} in "
         f"{summary.seconds:.1f} s")
     return summary
+
+
+def _tables_with_device(tables: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:
+    ok, missing = [], []
+    for t in tables:
+        why = device_available(str(t["base"].get("device", "cpu")))
+        (missing.append((t, why)) if why else ok.append(t))
+    return ok, missing
 
 
 def seed_major(cells: list[Cell]) -> list[Cell]:
@@ -426,5 +561,6 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-__all__ = ["Cell", "CellResult", "run_cell", "run_cell_safe", "run_sweep", "plan_sweep", "SweepPlan",
+__all__ = ["Cell", "CellResult", "run_cell", "run_cell_safe", "run_sweep", "plan_sweep", "plan_training",
+           "run_training", "SweepPlan",
            "SweepSummary", "SweepError", "git_info", "machine_info", "check_applicable", "device_available"]

@@ -1,19 +1,28 @@
 """Training cells: a model, a data set and a ``precond_core.optim`` optimizer trained for some epochs.
 
 A cell is a plain dict: ``model`` (``mlp`` | ``small_cnn`` | ``large_cnn``), ``data`` (``digits`` |
-``fashion_mnist``), ``optimizer`` (a key of ``OPTIMIZERS``) with ``params`` (its keyword arguments),
-``lr``, ``epochs``, ``batch_size``, ``seed``, ``subset`` (training rows used, ``None`` = all),
-``device``, ``dtype``. ``run_cell`` trains it and writes one JSON file under ``<store>/train/`` with a row
-per run and a row per epoch (full-data training loss mean after the epoch; ``loss_sum``, the sum of the
-epoch's minibatch losses as the talk plots it; test error; cumulative wall time of the training steps;
-median optimizer step time). The file is written atomically and a cell whose file exists is skipped,
-so an interrupted sweep resumes. A NaN/inf loss stops the cell, which is stored with
-``status = "diverged"``; ``run_cells`` goes on with the next cell.
+``fashion_mnist`` | ``cifar10``, with ``data_path`` optional for CIFAR-10), ``optimizer`` (a key of
+``OPTIMIZERS``) with ``params`` (its keyword arguments), ``lr``, ``epochs``, ``batch_size``, ``seed``,
+``subset`` (training rows used, ``None`` or ``"all"`` = all), ``device``, ``dtype``. ``run_cell`` trains
+it and writes one JSON file under ``<store>/train/`` with a row per run and a row per epoch (full-data
+training loss mean after the epoch; ``loss_sum``, the sum of the epoch's minibatch losses as the talk plots
+it; test error; cumulative wall time of the training steps; median optimizer step time). The file is
+written atomically and a stored cell is skipped, so an interrupted sweep resumes (with ``git`` /
+``machine`` given, as the sweep runner passes them, a file stored for another commit or machine is
+trained again). A NaN/inf loss stops the cell, which is stored with ``status = "diverged"``; the sweep
+goes on with the next cell. Grid files hold training cells as ``[[train]]`` tables (``grid.load_plan``),
+run by ``runner.run_sweep``.
 
 Learning rates (the DeepOBS protocol): ``tune_and_run`` trains every lr of a small log grid with the
 first seed, picks the lr with the lowest final training loss (diverged runs excluded), then trains the
 remaining seeds at that lr. ``load_training_tables(store_dir)`` returns ``(train_runs, epochs)`` as
 pandas DataFrames.
+
+CIFAR-10 (``data = "cifar10"``): the "CIFAR-10 python version" folder ``cifar-10-batches-py`` with
+``data_batch_1`` .. ``data_batch_5`` and ``test_batch``, read from ``data_path`` (that folder or the one
+holding it), else ``$PRECOND_CIFAR10_DIR``, else ``<data dir>/raw/cifar-10-batches-py``
+(``precond_core.datasets.images``). Absent, the error names every folder looked in and how to fetch it.
+The images keep their 3 channels and 32 x 32 size; Fashion-MNIST is padded from 28 x 28 to 32 x 32.
 """
 from __future__ import annotations
 
@@ -21,6 +30,7 @@ import hashlib
 import json
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +48,11 @@ OPTIMIZERS = {
 }
 DEFAULTS = {"params": {}, "epochs": 1, "batch_size": 128, "seed": 0, "subset": None, "device": "cpu",
             "dtype": "float32"}
-KEYS = {"model", "data", "optimizer", "lr", *DEFAULTS}
+MODELS = ("mlp", "small_cnn", "large_cnn")
+DATA = ("digits", "fashion_mnist", "cifar10")
+KEYS = {"model", "data", "optimizer", "lr", "data_path", *DEFAULTS}
+#: not part of a cell's identity: where the data was read from
+NOT_IN_KEY = ("data_path",)
 
 
 def _optim():
@@ -46,37 +60,144 @@ def _optim():
     return optim
 
 
-def normalize(cell: dict) -> dict:
-    """Fill defaults and check the keys; ``ValueError`` naming the bad key."""
+def _hint(word, candidates) -> str:
+    import difflib
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _posint(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int) and v >= 1
+
+
+def check(cell: dict) -> list[tuple[str, str]]:
+    """Every problem of a training cell as ``(key, message)`` pairs (empty when it can run).
+
+    The optimizer is also built on a small dummy parameter with ``params``, so an unknown or bad
+    optimizer parameter is found before anything trains.
+    """
     if not isinstance(cell, dict):
-        raise ValueError(f"a training cell must be a table, got {type(cell).__name__}")
-    unknown = sorted(set(cell) - KEYS)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in training cell; allowed: {sorted(KEYS)}")
+        return [("", f"a training cell must be a table, got {type(cell).__name__}")]
+    errs = []
+    for k in sorted(set(cell) - KEYS):
+        errs.append((k, f"unknown key{_hint(k, KEYS)}; allowed: {sorted(KEYS)}"))
     for k in ("model", "data", "optimizer", "lr"):
         if k not in cell:
-            raise ValueError(f"training cell needs {k!r}")
-    out = {**DEFAULTS, **cell}
-    if out["model"] not in ("mlp", "small_cnn", "large_cnn"):
-        raise ValueError(f"model must be mlp, small_cnn or large_cnn, got {out['model']!r}")
-    if out["optimizer"] not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {out['optimizer']!r}")
-    if isinstance(out["lr"], bool) or not isinstance(out["lr"], (int, float)) or not out["lr"] > 0:
-        raise ValueError(f"lr must be a number > 0, got {out['lr']!r}")
+            errs.append((k, "missing (no default)"))
+    c = {**DEFAULTS, **cell}
+    if "model" in c and c["model"] not in MODELS:
+        errs.append(("model", f"must be one of {list(MODELS)}, got {c['model']!r}{_hint(c['model'], MODELS)}"))
+    if "data" in c and c["data"] not in DATA:
+        errs.append(("data", f"must be one of {list(DATA)}, got {c['data']!r}{_hint(c['data'], DATA)}"))
+    if "data_path" in c and not (isinstance(c["data_path"], str) and c["data_path"]):
+        errs.append(("data_path", f"must be a folder path (a string), got {c['data_path']!r}"))
+    if "lr" in c and (isinstance(c["lr"], bool) or not isinstance(c["lr"], (int, float)) or not c["lr"] > 0
+                      or not math.isfinite(c["lr"])):
+        errs.append(("lr", f"must be a finite number > 0, got {c['lr']!r}"))
     for k in ("epochs", "batch_size"):
-        if isinstance(out[k], bool) or not isinstance(out[k], int) or out[k] < 1:
-            raise ValueError(f"{k} must be a positive integer, got {out[k]!r}")
-    if out["dtype"] not in ("float32", "float64"):
-        raise ValueError(f"dtype must be float32 or float64, got {out['dtype']!r}")
+        if not _posint(c[k]):
+            errs.append((k, f"must be a positive integer, got {c[k]!r}"))
+    if not (c["subset"] is None or c["subset"] == "all" or _posint(c["subset"])):
+        errs.append(("subset", f"must be a positive integer or \"all\", got {c['subset']!r}"))
+    if isinstance(c["seed"], bool) or not isinstance(c["seed"], int) or c["seed"] < 0:
+        errs.append(("seed", f"must be a non-negative integer, got {c['seed']!r}"))
+    if c["dtype"] not in ("float32", "float64"):
+        errs.append(("dtype", f"must be float32 or float64, got {c['dtype']!r}"))
+    if not isinstance(c["device"], str) or c["device"].split(":")[0] not in ("cpu", "cuda", "mps"):
+        errs.append(("device", f"{c['device']!r} is not allowed; use 'cpu', 'cuda' or 'cuda:<i>'"))
+    if not isinstance(c["params"], dict):
+        errs.append(("params", f"must be a table of the optimizer's keyword arguments, got {c['params']!r}"))
+    if "optimizer" in c:
+        if c["optimizer"] not in OPTIMIZERS:
+            errs.append(("optimizer", f"must be one of {sorted(OPTIMIZERS)}, got {c['optimizer']!r}"
+                                      f"{_hint(c['optimizer'], OPTIMIZERS)}"))
+        elif isinstance(c["params"], dict) and not any(k in ("lr", "params", "optimizer") for k, _ in errs):
+            dummy = [torch.zeros(4, 3, requires_grad=True), torch.zeros(3, requires_grad=True)]
+            try:
+                OPTIMIZERS[c["optimizer"]](dummy, c["lr"], **c["params"])
+            except (TypeError, ValueError) as exc:
+                errs.append(("params", f"optimizer {c['optimizer']!r} refuses {c['params']}: {exc}"))
+    return errs
+
+
+def normalize(cell: dict) -> dict:
+    """Fill defaults and check the keys; ``ValueError`` naming the (first) bad key."""
+    errs = check(cell)
+    if errs:
+        key, msg = errs[0]
+        raise ValueError(f"training cell, key {key!r}: {msg}" if key else msg)
+    out = {**DEFAULTS, **cell}
+    if out["subset"] == "all":
+        out["subset"] = None
     return out
 
 
 def cell_key(cell: dict) -> str:
-    return hashlib.sha1(json.dumps(normalize(cell), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The cell's identity: a hash of its normalized settings (without ``data_path``)."""
+    c = {k: v for k, v in normalize(cell).items() if k not in NOT_IN_KEY}
+    return hashlib.sha1(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def load_data(name: str, model: str, subset, seed: int, dtype, device):
-    """(train, test) pairs of tensors; images padded to 32x32 with one channel for the CNNs."""
+def cifar10_folders(data_path=None) -> list[Path]:
+    """Where CIFAR-10 is looked for: ``data_path`` (the ``cifar-10-batches-py`` folder or the folder holding
+    it) when given, else ``$PRECOND_CIFAR10_DIR`` and ``<data dir>/raw/cifar-10-batches-py``."""
+    if data_path:
+        p = Path(data_path).expanduser()
+        return [p, p / "cifar-10-batches-py"]
+    from ..datasets.images import cifar10_dirs
+    return cifar10_dirs()
+
+
+CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+CIFAR10_FETCH = ("download cifar-10-python.tar.gz (the \"CIFAR-10 python version\") from "
+                 "https://www.cs.toronto.edu/~kriz/cifar.html and extract it (tar xzf cifar-10-python.tar.gz) "
+                 "so that the folder cifar-10-batches-py holds data_batch_1 .. data_batch_5 and test_batch; "
+                 "point data_path (in the grid) or PRECOND_CIFAR10_DIR at it")
+
+
+def find_cifar10(data_path=None) -> Path:
+    """The folder holding all six CIFAR-10 python batches; ``FileNotFoundError`` naming every folder looked in,
+    the files missing and how to fetch them."""
+    dirs = cifar10_folders(data_path)
+    names = CIFAR10_FILES["train"] + CIFAR10_FILES["test"]
+    for d in dirs:
+        if all((d / n).is_file() for n in names):
+            return d
+    missing = {str(d): [n for n in names if not (d / n).is_file()] for d in dirs}
+    where = "; ".join(f"{d} (missing {', '.join(m) if len(m) < len(names) else 'all six batches'})"
+                      for d, m in missing.items())
+    src = f"data_path = {str(data_path)!r}" if data_path else "PRECOND_CIFAR10_DIR and the data directory"
+    raise FileNotFoundError(f"CIFAR-10 not found (looked in {src}: {where}); {CIFAR10_FETCH}")
+
+
+def data_problem(data: str, data_path=None) -> str | None:
+    """Why the data set ``data`` cannot be read on this machine (``None`` when it can), without reading it."""
+    if data == "digits":
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            return "data 'digits' needs scikit-learn (pip install scikit-learn)"
+        return None
+    if data == "fashion_mnist":
+        from ..datasets.images import _find, fashion_mnist_dirs
+        dirs = fashion_mnist_dirs()
+        stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte")
+        if all(_find(dirs, st) is not None for st in stems):
+            return None
+        return (f"Fashion-MNIST not found in {', '.join(map(str, dirs))}; install it with "
+                "'apt-get install dataset-fashion-mnist' or put the four idx-ubyte(.gz) files in one of these "
+                "folders (PRECOND_FASHION_MNIST_DIR or PRECOND_DATA_DIR/raw/fashion-mnist)")
+    if data == "cifar10":
+        try:
+            find_cifar10(data_path)
+        except FileNotFoundError as exc:
+            return str(exc)
+    return None
+
+
+def load_data(name: str, model: str, subset, seed: int, dtype, device, data_path=None):
+    """(train, test) pairs of tensors; images padded to 32x32 (one channel; CIFAR-10: three) for the CNNs."""
     import numpy as np
     if name == "digits":
         from sklearn.datasets import load_digits
@@ -91,15 +212,24 @@ def load_data(name: str, model: str, subset, seed: int, dtype, device):
         Xte, yte, _ = load_fashion_mnist("test")
         Xtr, Xte = Xtr / 255.0, Xte / 255.0
         pad = 2
+    elif name == "cifar10":
+        from ..datasets.images import read_cifar_batch
+        folder = find_cifar10(data_path)
+        parts = {s: [read_cifar_batch(folder / n) for n in names] for s, names in CIFAR10_FILES.items()}
+        Xtr, ytr = (np.concatenate([p[i] for p in parts["train"]]) for i in (0, 1))
+        Xte, yte = parts["test"][0]
+        scale = np.float32(255.0) if dtype == torch.float32 else np.float64(255.0)  # 50,000 x 3072 images
+        Xtr, Xte = Xtr / scale, Xte / scale
+        pad = 0
     else:
-        raise ValueError(f"data must be digits or fashion_mnist, got {name!r}")
+        raise ValueError(f"data must be one of {list(DATA)}, got {name!r}")
     if subset is not None:
         idx = np.random.default_rng(seed).permutation(len(ytr))[:subset]
         Xtr, ytr = Xtr[idx], ytr[idx]
 
     def conv(X, y):
         X = torch.tensor(X, dtype=dtype)
-        if model != "mlp":
+        if model != "mlp" and pad:
             X = torch.nn.functional.pad(X, (pad, pad, pad, pad))
         return X.to(device), torch.tensor(y, dtype=torch.int64).to(device)
     return conv(Xtr, ytr), conv(Xte, yte)
@@ -118,7 +248,8 @@ def train_cell(cell: dict, progress=None) -> dict:
     c = normalize(cell)
     dtype = getattr(torch, c["dtype"])
     torch.manual_seed(c["seed"])
-    (Xtr, ytr), test = load_data(c["data"], c["model"], c["subset"], c["seed"], dtype, c["device"])
+    (Xtr, ytr), test = load_data(c["data"], c["model"], c["subset"], c["seed"], dtype, c["device"],
+                                 c.get("data_path"))
     model = build_model(c["model"], tuple(Xtr.shape[1:])).to(c["device"], dtype)
     loss_fn = torch.nn.functional.cross_entropy
     prob = module_problem(model, loss_fn, (Xtr, ytr), test, batch_size=c["batch_size"], seed=c["seed"])
@@ -178,35 +309,102 @@ def train_cell(cell: dict, progress=None) -> dict:
     return {"run": run, "epochs": epochs}
 
 
-def run_cell(cell: dict, store_dir, progress=None) -> dict:
-    """Train and store a cell unless its file exists (then return the stored result)."""
-    path = Path(store_dir) / "train" / f"{cell_key(cell)}.json"
-    if path.exists():
-        if progress:
-            progress(f"skip {path.name} (stored)")
-        return json.loads(path.read_text())
-    res = train_cell(cell, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(res, sort_keys=True))
+def result_path(store_dir, cell: dict) -> Path:
+    return Path(store_dir) / "train" / f"{cell_key(cell)}.json"
+
+
+def stored_result(cell: dict, store_dir, git=None, machine=None) -> dict | None:
+    """The stored result of ``cell`` (``None`` when absent, unreadable, or stored for another commit than
+    ``git[0]`` or another machine than ``machine``, when those are given)."""
+    path = result_path(store_dir, cell)
+    if not path.is_file():
+        return None
+    try:
+        res = json.loads(path.read_text())
+        run = res["run"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if git is not None and run.get("git_commit") != git[0]:
+        return None
+    if machine is not None and run.get("machine") != machine:
+        return None
     return res
 
 
-def run_cells(cells, store_dir, progress=print) -> list:
-    return [run_cell(c, store_dir, progress) for c in cells]
+def store_result(store_dir, cell: dict, res: dict, git=None, machine=None) -> Path:
+    """Write ``res`` (from ``train_cell``) atomically to ``<store>/train/<key>.json`` with the commit and machine."""
+    import datetime as _dt
+    import socket
+    res = {**res, "run": {**res["run"], "git_commit": git[0] if git else None,
+                          "git_dirty": bool(git[1]) if git else None, "machine": machine or socket.gethostname(),
+                          "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}}
+    path = result_path(store_dir, cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(res, sort_keys=True))
+    return path
 
 
-def tune_and_run(base: dict, lrs, seeds, store_dir, progress=print) -> dict:
+class TrainCell(dict):
+    """A training cell as an executor's task: the dict with a ``run_id`` (its key), as the executors expect."""
+
+    @property
+    def run_id(self) -> str:
+        return cell_key(self)
+
+
+def train_cell_safe(cell: dict, progress=None) -> dict:
+    """``{"cell", "result"}``, or ``{"cell", "error"}`` when training raised (KeyboardInterrupt passes): what the
+    sweep runner maps over its executor."""
+    try:
+        return {"cell": dict(cell), "result": train_cell(dict(cell), progress)}
+    except Exception as exc:  # a failing cell must not stop the sweep; it is reported and not stored
+        return {"cell": dict(cell), "error": f"{type(exc).__name__}: {exc}"}
+
+
+def run_cell(cell: dict, store_dir, progress=None, *, git=None, machine=None, rerun: bool = False) -> dict:
+    """Train and store a cell unless it is stored (for ``git``'s commit and ``machine`` when given; never with
+    ``rerun``); then return the stored result."""
+    old = None if rerun else stored_result(cell, store_dir, git, machine)
+    if old is not None:
+        if progress:
+            progress(f"skip {result_path(store_dir, cell).name} (stored)")
+        return old
+    res = train_cell(cell, progress)
+    store_result(store_dir, cell, res, git, machine)
+    return json.loads(result_path(store_dir, cell).read_text())
+
+
+def run_cells(cells, store_dir, progress=print, **kw) -> list:
+    return [run_cell(c, store_dir, progress, **kw) for c in cells]
+
+
+def first_cells(base: dict, lrs, seeds) -> list[dict]:
+    """The DeepOBS protocol's first stage: every learning rate at the first seed."""
+    return [{**base, "lr": lr, "seed": list(seeds)[0]} for lr in lrs]
+
+
+def pick_lr(results) -> float | None:
+    """The learning rate of the lowest final training loss among the non-diverged ``results`` (``None``: all
+    diverged or failed); ties go to the earlier result."""
+    ok = [(r["run"]["final_train_loss"], i, r["run"]["lr"]) for i, r in enumerate(results)
+          if r is not None and r["run"]["status"] == "ok" and math.isfinite(r["run"]["final_train_loss"])]
+    return min(ok)[2] if ok else None
+
+
+def rest_cells(base: dict, best_lr, seeds) -> list[dict]:
+    """The second stage: the other seeds at the chosen learning rate (none when no lr was chosen)."""
+    return [] if best_lr is None else [{**base, "lr": best_lr, "seed": s} for s in list(seeds)[1:]]
+
+
+def tune_and_run(base: dict, lrs, seeds, store_dir, progress=print, **kw) -> dict:
     """DeepOBS protocol: the lr grid at ``seeds[0]``, best by final training loss, then the other seeds."""
-    seeds = list(seeds)
-    if not seeds or not list(lrs):
+    seeds, lrs = list(seeds), list(lrs)
+    if not seeds or not lrs:
         raise ValueError("lrs and seeds must be non-empty")
-    res = {lr: run_cell({**base, "lr": lr, "seed": seeds[0]}, store_dir, progress) for lr in lrs}
-    ok = {lr: r["run"]["final_train_loss"] for lr, r in res.items() if r["run"]["status"] == "ok"}
-    if not ok:
-        return {"best_lr": None, "runs": list(res.values())}
-    best = min(ok, key=ok.get)
-    rest = [run_cell({**base, "lr": best, "seed": s}, store_dir, progress) for s in seeds[1:]]
-    return {"best_lr": best, "runs": list(res.values()) + rest}
+    first = run_cells(first_cells(base, lrs, seeds), store_dir, progress, **kw)
+    best = pick_lr(first)
+    rest = run_cells(rest_cells(base, best, seeds), store_dir, progress, **kw)
+    return {"best_lr": best, "runs": first + rest}
 
 
 def method_label(optimizer: str, params) -> str:
@@ -251,45 +449,21 @@ def load_training_tables(store_dir):
 
 
 # --------------------------------------------------------------------------------------------------
-# suites: TOML files with [defaults], optional [full] (overrides for --full) and [[train]] tables
+# [[train]] tables in grid files (precond_core.bench.grid reads them; the sweep runner runs them)
 # --------------------------------------------------------------------------------------------------
-TABLE_KEYS = KEYS - {"lr", "seed"} | {"lrs", "seeds", "name"}
+TABLE_KEYS = KEYS - {"lr", "seed"} | {"lrs", "seeds", "name", "full"}
 
 
 def load_suite(path, full: bool = False) -> list[dict]:
-    """[[train]] tables -> list of ``{"name", "base", "lrs", "seeds"}``; ``ValueError`` names file and table."""
-    import tomllib
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    unknown = set(data) - {"suite", "defaults", "full", "train"}
-    if unknown:
-        raise ValueError(f"{path}: unknown top-level table(s) {sorted(unknown)}")
-    defaults = {**data.get("defaults", {}), **(data.get("full", {}) if full else {})}
-    out = []
-    for i, t in enumerate(data.get("train", []), 1):
-        t = {**defaults, **t}
-        bad = sorted(set(t) - TABLE_KEYS)
-        if bad:
-            raise ValueError(f"{path}: [[train]] #{i}: unknown key(s) {bad}; allowed: {sorted(TABLE_KEYS)}")
-        lrs, seeds = t.pop("lrs", None), t.pop("seeds", [0])
-        name = t.pop("name", f"{t.get('optimizer')}#{i}")
-        if not lrs:
-            raise ValueError(f"{path}: [[train]] #{i}: 'lrs' must be a non-empty list")
-        try:
-            normalize({**t, "lr": lrs[0], "seed": seeds[0]})
-        except ValueError as exc:
-            raise ValueError(f"{path}: [[train]] #{i}: {exc}") from None
-        out.append({"name": name, "base": t, "lrs": list(lrs), "seeds": list(seeds)})
-    if not out:
-        raise ValueError(f"{path}: no [[train]] tables")
-    return out
+    """The [[train]] tables of a grid file -> list of ``{"name", "base", "lrs", "seeds"}``, with
+    ``[train_defaults]`` (and, when ``full``, ``[train_full]`` and each table's ``full``) applied.
+    ``GridError`` (a ``ValueError``) naming the file, the table and the key; see ``grid.load_plan``."""
+    from .grid import load_plan
+    return load_plan(path, full=full, check_data=False).train
 
 
 def run_suite(path, store_dir, full: bool = False, progress=print) -> list[dict]:
-    """Tune and run every [[train]] table of the suite (resumable through the store)."""
+    """Tune and run every [[train]] table of the file (resumable through the store)."""
     res = []
     for t in load_suite(path, full):
         r = tune_and_run(t["base"], t["lrs"], t["seeds"], store_dir, progress)
@@ -303,39 +477,44 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites" / "train"
 
 
 def resolve_suite(name) -> Path:
-    """A TOML path, or the name of a bundled training suite; ``ValueError`` listing the bundled ones."""
-    from .grid import resolve_grid_path
-    return resolve_grid_path(name, SUITES_DIR, "training suite")
+    """A TOML path, the name of a bundled training suite (``suites/train/``), or of a bundled grid
+    (``suites/``, e.g. ``paper``); ``GridError`` listing the bundled ones."""
+    from .grid import SUITES_DIR as GRIDS, GridError, resolve_grid_path
+    try:
+        return resolve_grid_path(name, SUITES_DIR, "training suite")
+    except GridError:
+        try:
+            return resolve_grid_path(name, GRIDS, "suite")
+        except GridError:
+            pass
+        raise
 
 
 def summary_lines(results) -> list[str]:
     """One line per [[train]] table: chosen lr, medians over seeds of the final loss and test error."""
     out = []
     for r in results:
-        rows = [x["run"] for x in r["runs"] if x["run"]["lr"] == r["best_lr"]]
+        rows = [x["run"] for x in r["runs"] if x is not None and x["run"]["lr"] == r["best_lr"]
+                and x["run"]["status"] == "ok"]
         vals = sorted(x["final_train_loss"] for x in rows)
         errs = sorted(x["final_test_error"] for x in rows)
-        diverged = sum(x["run"]["status"] == "diverged" for x in r["runs"])
+        diverged = sum(x is not None and x["run"]["status"] == "diverged" for x in r["runs"])
+        failed = sum(x is None for x in r["runs"])
+        tail = f"; {diverged} diverged run(s)" + (f", {failed} failed" if failed else "")
         if vals:
             out.append(f"{r['name']}: lr {r['best_lr']}, final train loss median {statistics.median(vals):.4f} "
                        f"(range {vals[0]:.4f}..{vals[-1]:.4f}), test error median {statistics.median(errs):.4f} "
-                       f"over {len(vals)} seed(s); {diverged} diverged run(s)")
+                       f"over {len(vals)} seed(s){tail}")
         else:
-            out.append(f"{r['name']}: every learning rate diverged ({diverged} run(s))")
+            out.append(f"{r['name']}: no learning rate finished without diverging ({len(r['runs'])} run(s)){tail}")
     return out
 
 
 def main(argv=None):
-    import argparse
-    ap = argparse.ArgumentParser(prog="python -m precond_core.bench.train",
-                                 description="run a training suite (precond_core/suites/train/*.toml)")
-    ap.add_argument("suite", help="a TOML file, or the name of a bundled training suite (quick, paper_cnn)")
-    ap.add_argument("--store", default="results/store")
-    ap.add_argument("--full", action="store_true", help="apply the suite's [full] settings")
-    a = ap.parse_args(argv)
-    for line in summary_lines(run_suite(resolve_suite(a.suite), a.store, a.full)):
-        print(line)
+    """``python -m precond_core.bench.train SUITE``: the same as ``precond-bench train SUITE``."""
+    from .cli import main as cli_main
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
