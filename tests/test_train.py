@@ -135,3 +135,19 @@ def test_cli_train_bad_suite(tmp_path, capsys):
     bad.write_text(SUITE.replace('optimizer = "adagrad"', 'optimizer = "adagradd"'))
     assert main(["train", str(bad), "--store", str(tmp_path / "s")]) == 2
     assert not (tmp_path / "s").exists()  # nothing trained or written
+
+
+@pytest.mark.parametrize("optimizer,params", [("uniform_direction", {"samples": 2}),
+                                              ("fisher_sampled", {"b": 4}),
+                                              ("hutchinson", {"damping": 0.1})])
+def test_newton_like_optimizers_train(tmp_path, optimizer, params):
+    # HVP optimizers get a create_graph closure, FisherSampled the minibatch; the loss goes down
+    r = T.run_cell({**BASE, "optimizer": optimizer, "lr": 1.0 if optimizer != "hutchinson" else 0.05,
+                    "params": params, "subset": 256}, tmp_path)
+    assert r["run"]["status"] == "ok"
+    assert r["epochs"][1]["train_loss"] < r["epochs"][0]["train_loss"]
+
+
+def test_fisher_sampled_bad_params_refused_before_training():
+    errs = T.check({**BASE, "optimizer": "fisher_sampled", "params": {"b": 0}})
+    assert errs and errs[0][0] == "params" and "b" in errs[0][1]

@@ -45,7 +45,16 @@ OPTIMIZERS = {
     "adagrad_bma": lambda ps, lr, **kw: _optim().AdaGradBMA(ps, lr=lr, **kw),
     "block_diag_adagrad": lambda ps, lr, **kw: _optim().BlockDiagAdaGrad(ps, lr=lr, **kw),
     "hutchinson": lambda ps, lr, **kw: _optim().Hutchinson(ps, lr=lr, **kw),
+    "uniform_direction": lambda ps, lr, **kw: _optim().UniformDirection(ps, lr=lr, **kw),
+    "fisher_sampled": lambda ps, lr, **kw: _optim().FisherSampled(ps, lr=lr, **kw),
 }
+NEEDS_MODEL = {"fisher_sampled"}   # built with model= and loss_fn=, stepped with the minibatch
+
+
+def make_optimizer(name: str, model, lr, params: dict, loss_fn=torch.nn.functional.cross_entropy):
+    """The optimizer ``name`` of ``OPTIMIZERS`` over ``model``'s parameters with keyword ``params``."""
+    extra = {"model": model, "loss_fn": loss_fn} if name in NEEDS_MODEL else {}
+    return OPTIMIZERS[name](model.parameters(), lr, **params, **extra)
 DEFAULTS = {"params": {}, "epochs": 1, "batch_size": 128, "seed": 0, "subset": None, "device": "cpu",
             "dtype": "float32"}
 MODELS = ("mlp", "small_cnn", "large_cnn")
@@ -112,9 +121,8 @@ def check(cell: dict) -> list[tuple[str, str]]:
             errs.append(("optimizer", f"must be one of {sorted(OPTIMIZERS)}, got {c['optimizer']!r}"
                                       f"{_hint(c['optimizer'], OPTIMIZERS)}"))
         elif isinstance(c["params"], dict) and not any(k in ("lr", "params", "optimizer") for k, _ in errs):
-            dummy = [torch.zeros(4, 3, requires_grad=True), torch.zeros(3, requires_grad=True)]
             try:
-                OPTIMIZERS[c["optimizer"]](dummy, c["lr"], **c["params"])
+                make_optimizer(c["optimizer"], torch.nn.Linear(3, 4), c["lr"], c["params"])
             except (TypeError, ValueError) as exc:
                 errs.append(("params", f"optimizer {c['optimizer']!r} refuses {c['params']}: {exc}"))
     return errs
@@ -253,8 +261,9 @@ def train_cell(cell: dict, progress=None) -> dict:
     model = build_model(c["model"], tuple(Xtr.shape[1:])).to(c["device"], dtype)
     loss_fn = torch.nn.functional.cross_entropy
     prob = module_problem(model, loss_fn, (Xtr, ytr), test, batch_size=c["batch_size"], seed=c["seed"])
-    opt = OPTIMIZERS[c["optimizer"]](model.parameters(), c["lr"], **c["params"])
-    hvp = c["optimizer"] == "hutchinson"
+    opt = make_optimizer(c["optimizer"], model, c["lr"], c["params"], loss_fn)
+    hvp = getattr(opt, "create_graph", False)        # HVP optimizers: backward(create_graph=True)
+    batch = getattr(opt, "needs_batch", False)       # FisherSampled: per-sample gradients of the minibatch
     steps_per_epoch = max(1, prob.n_samples // prob.batch_size)
     epochs, status, wall = [], "ok", 0.0
 
@@ -277,7 +286,7 @@ def train_cell(cell: dict, progress=None) -> dict:
                 return loss
             sync()
             t0 = time.perf_counter()
-            loss = opt.step(closure)
+            loss = opt.step(closure, inputs=Xb, targets=yb) if batch else opt.step(closure)
             sync()
             dt = time.perf_counter() - t0
             step_times.append(dt)
