@@ -124,6 +124,10 @@ def test_cli_train_then_report_section(tmp_path, capsys):
     assert row["training rows"] == "512" and row["batch"] == "64"  # a reduced run says so in the report
     sec = section_training(store)
     assert sec.note is None and len(sec.figures) == 1
+    # a store of training runs only still gets a report: the training chapter
+    assert main(["report", "--store", str(store), "--out", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "Training networks" in html and "5 training runs" in html
 
 
 def test_cli_train_bad_suite(tmp_path, capsys):

@@ -1254,11 +1254,24 @@ def build_report(
     histories are read from ``asv_results_dir`` and ``benchmark_dir`` when they exist (sections are
     omitted with a note otherwise).
     """
-    runs, iters = load_tables(store_dir)
+    try:
+        runs, iters = load_tables(store_dir)
+    except ReportError:
+        if not any((Path(store_dir) / "train").glob("*.json")):
+            raise
+        runs = None          # a store of training runs only: the training chapter and the benchmark histories
     asv = read_asv_results(asv_results_dir)
     pb = read_pytest_benchmarks(benchmark_dir)
-    sections = collect_sections(runs, iters, asv, pb, store_dir=store_dir)
+    if runs is None:
+        from .report_training import section_training
+        sections = [section_training(store_dir), section_asv(asv if asv is not None else pd.DataFrame()),
+                    section_pytest_benchmark(pb if pb is not None else pd.DataFrame())]
+        n_train = len(list((Path(store_dir) / "train").glob("*.json")))
+        default_title = f"precond_core training report ({n_train} training runs)"
+    else:
+        sections = collect_sections(runs, iters, asv, pb, store_dir=store_dir)
+        default_title = f"precond_core performance report ({len(runs)} runs)"
     out = Path(out_path)
-    html = render_html(sections, title or f"precond_core performance report ({len(runs)} runs)")
+    html = render_html(sections, title or default_title)
     atomic_write_text(out, html)
     return out
