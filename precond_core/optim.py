@@ -182,6 +182,13 @@ class _FlatOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"optimizer state is {v.dtype} on {v.device} but the parameters are {g.dtype} on "
                                  f"{g.device}; create the optimizer after moving the model (or load a state_dict)")
 
+    def load_state_dict(self, state_dict):
+        """``torch.optim`` semantics; the flat buffers are rebuilt at the next step (the groups are new)."""
+        super().load_state_dict(state_dict)
+        self._flats.clear()
+        self._bufs.clear()
+        self._pre.clear()
+
     def zero_grad(self, set_to_none: bool = True):
         """Zero the flat gradient buffers in place (gradients stay views into them); parameters not in a
         flat buffer (before the first step, or without gradients then) as ``torch.optim`` does."""
