@@ -396,8 +396,8 @@ class UniformDirection(Preconditioner):
     (``operators.LowRank``, 2m x 2m inner matrix); ``"regularized"``: S_m + delta I. Solves cost
     O(n m^2 + m^3), never an n x n matrix. The m HVPs are m calls of ``oracle.hvp`` (the problems'
     ``hvp`` takes one vector). Probes are drawn (``draw``) directly into the (2m, n) buffer W whose
-    transpose is the column-major n x 2m factor; each HVP result is copied into its row (peak: W plus
-    one HVP output and the HVP's own temporaries).
+    transpose is the column-major n x 2m factor; W is kept in the state and reused, and each HVP is
+    written into its row (``Oracle.hvp(out=)``; peak: W and the HVP's own temporaries).
 
     ``sigma`` (the regularized step's bound on E||D - H||_F): ``sigma_form="local"`` uses lambda_max of
     the Hessian at the first iterate x0 (by power iteration on HVPs, or ``lambda_max`` when given), the
@@ -427,11 +427,15 @@ class UniformDirection(Preconditioner):
 
     def update(self, s, x, g, oracle):
         n, m = x.shape[0], self.samples
-        W = torch.empty(2 * m, n, dtype=x.dtype, device=x.device)   # rows: u_1..u_m, v_1..v_m
+        # rows: u_1..u_m, v_1..v_m; the buffer is kept in the state and refilled every step (the operator
+        # returned last step is no longer used when update runs again), each HVP written into its row
+        W = s.extra.get("W")
+        if W is None or W.shape != (2 * m, n) or W.dtype != x.dtype or W.device != x.device:
+            W = s.extra["W"] = torch.empty(2 * m, n, dtype=x.dtype, device=x.device)
         U, V = W[:m], W[m:]
         self.draw(U, s.generator)
         for i in range(m):
-            V[i].copy_(oracle.hvp(x, U[i]))
+            oracle.hvp(x, U[i], out=V[i])
         if self.form == "raw":
             if m == 1 and n > 1:
                 return ops.RankOne(V[0].mul_(n), U[0]), s
@@ -575,10 +579,15 @@ class AdaGradBMA(Preconditioner):
 
     def update(self, s, x, g, oracle):
         k = len(s.sizes)
-        if all(si == s.sizes[0] for si in s.sizes):   # equal blocks: a (k, s) view, one pass each, no gathers
-            G = g.view(k, -1)
-            e = G.sum(dim=1)
-            s.Q.add_(torch.linalg.vector_norm(G, dim=1).square_())
+        runs = ops._runs(s.sizes)
+        if len(runs) <= 8:   # equal blocks, or a few runs of them: (blocks, size) views, one pass each, no gathers
+            es, qs = [], []
+            for b0, b1, si, o in runs:
+                G = g[o:o + (b1 - b0) * si].view(b1 - b0, si)
+                es.append(G.sum(dim=1))
+                qs.append(torch.linalg.vector_norm(G, dim=1).square_())
+            e = es[0] if len(es) == 1 else torch.cat(es)
+            s.Q.add_(qs[0] if len(qs) == 1 else torch.cat(qs))
         else:                                          # one segment reduction per statistic
             lengths = torch.tensor(s.sizes, device=g.device)
             e = torch.segment_reduce(g, "sum", lengths=lengths, axis=0)

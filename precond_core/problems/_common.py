@@ -43,6 +43,9 @@ def csr_transpose(A: torch.Tensor) -> torch.Tensor:
     return _csr(crow_t, rows[order], val[order], (n, S))
 
 
+_INT32_LIMIT = 2 ** 31 - 1
+
+
 class Design:
     """A data matrix A (S x n), dense or torch sparse CSR, with the products the problems need.
 
@@ -68,8 +71,14 @@ class Design:
                 A = _csr(crow.long(), col.long(), A.values(), A.shape)
             if not bool(torch.isfinite(A.values()).all()):
                 raise ValueError(f"{name} has non-finite entries")
-            self.At = csr_transpose(A)
-            self._t_crow_cpu = self.At.crow_indices().cpu()
+            At = csr_transpose(A)
+            if max(A.values().numel(), A.shape[0], A.shape[1]) < _INT32_LIMIT:
+                # int32 indices: torch's CPU (MKL) sparse product converts int64 indices to int32 on every
+                # call, a temporary as long as the index arrays (A^T's row pointer alone has n + 1 entries:
+                # one float32 n-vector per gradient) and a pass over them
+                A, At = (_csr(M.crow_indices().int(), M.col_indices().int(), M.values(), M.shape) for M in (A, At))
+            self.At = At
+            self._t_crow_cpu = self.At.crow_indices().cpu().long()
         else:
             A = A.contiguous()
             if not bool(torch.isfinite(A).all()):
@@ -83,7 +92,9 @@ class Design:
     def mv(self, x: torch.Tensor) -> torch.Tensor:
         return self.A @ x
 
-    def rmv(self, y: torch.Tensor) -> torch.Tensor:
+    def rmv(self, y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        if out is not None and y.ndim == 1:
+            return torch.mv(self.At, y, out=out)
         return self.At @ y
 
     @property

@@ -132,6 +132,14 @@ class LogisticRegression(Problem):
         w = self._weights(self._forward(x))
         return self.design.rmv(w * self.design.mv(v)).mul_(1.0 / self.S).add_(v, alpha=self.lam)
 
+    def hvp_into(self, x: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``hvp(x, v)`` written into ``out`` (shape (n,), not overlapping ``v``): no n-sized temporary."""
+        self._check(x)
+        self._check(v, "v")
+        self._check(out, "out")
+        w = self._weights(self._forward(x))
+        return self.design.rmv(w * self.design.mv(v), out=out).mul_(1.0 / self.S).add_(v, alpha=self.lam)
+
     def per_sample_grads(self, x: torch.Tensor, idx=None) -> torch.Tensor:
         """Rows -b_s sigmoid(-b_s a_s^T x) a_s for s in idx (dense (b, n); for sparse A, the selected rows
         are densified: O(b n) memory)."""
