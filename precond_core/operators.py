@@ -378,23 +378,25 @@ class Diagonal(Operator):
             e = min(n, o + c)
             b = buf[:e - o]
             torch.add(self.d[o:e], shift, out=b)
+            divide = p in (-1.0, -0.5)   # v / t and v / sqrt(t): sqrt and division are ~2x faster than rsqrt
             if p == 0:
                 b.fill_(1.0)
-            elif p == -1:
-                b.reciprocal_()
             elif p > 0:
                 if float(p).is_integer():
                     b.pow_(int(p))
                 else:
                     b.clamp_(min=0).pow_(p)
-            else:
+            elif p != -1:
                 if clamp:
                     torch.maximum(b, floor, out=b)
                 if p == -0.5:
-                    b.rsqrt_()
+                    torch.sqrt(b, out=b)
                 else:
                     b.pow_(p)
-            torch.addcmul(x[o:e], b, v[o:e], value=alpha, out=out[o:e])
+            if divide:
+                torch.addcdiv(x[o:e], v[o:e], b, value=alpha, out=out[o:e])
+            else:
+                torch.addcmul(x[o:e], b, v[o:e], value=alpha, out=out[o:e])
         return out
 
     def to_dense(self):

@@ -97,6 +97,11 @@ class Design:
             return torch.mv(self.At, y, out=out)
         return self.At @ y
 
+    def raddmv(self, v: torch.Tensor, y: torch.Tensor, beta: float, alpha: float,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+        """beta v + alpha A^T y in one product (no separate scaling passes over the n-vector)."""
+        return torch.addmv(v, self.At, y, beta=beta, alpha=alpha, out=out)
+
     @property
     def nnz(self) -> int:
         return self.A.values().numel() if self.sparse else self.S * self.n

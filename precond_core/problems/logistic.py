@@ -37,7 +37,8 @@ class LogisticRegression(Problem):
     Oracles (z = A x, s = sigmoid(-b * z), w = s (1 - s) = p (1 - p)):
       loss   = mean(softplus(-b z)) + lam/2 ||x||^2
       grad   = -(1/S) A^T (b * s) + lam x                       (passes: A x, A^T y)
-      hvp    = (1/S) A^T (w * (A v)) + lam v                     (passes: A v, A^T y, plus A x unless cached)
+      hvp    = (1/S) A^T (w * (A v)) + lam v                     (passes: A v, A^T y as one addmv, plus A x
+                                                                  unless cached)
       per-sample gradient of l_s: -b_s s_s a_s; model labels y ~ +1 w.p. p_s = sigmoid(z_s).
     The vector s at the last x seen is cached (O(S) memory, keyed on the tensor object and its version
     counter), so ``loss_grad(x)`` followed by ``hvp(x, v)`` (or several HVPs at one x) skips the A x pass.
@@ -130,7 +131,7 @@ class LogisticRegression(Problem):
         self._check(x)
         self._check(v, "v")
         w = self._weights(self._forward(x))
-        return self.design.rmv(w * self.design.mv(v)).mul_(1.0 / self.S).add_(v, alpha=self.lam)
+        return self.design.raddmv(v, w * self.design.mv(v), self.lam, 1.0 / self.S)
 
     def hvp_into(self, x: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``hvp(x, v)`` written into ``out`` (shape (n,), not overlapping ``v``): no n-sized temporary."""
@@ -138,7 +139,7 @@ class LogisticRegression(Problem):
         self._check(v, "v")
         self._check(out, "out")
         w = self._weights(self._forward(x))
-        return self.design.rmv(w * self.design.mv(v), out=out).mul_(1.0 / self.S).add_(v, alpha=self.lam)
+        return self.design.raddmv(v, w * self.design.mv(v), self.lam, 1.0 / self.S, out=out)
 
     def per_sample_grads(self, x: torch.Tensor, idx=None) -> torch.Tensor:
         """Rows -b_s sigmoid(-b_s a_s^T x) a_s for s in idx (dense (b, n); for sparse A, the selected rows
