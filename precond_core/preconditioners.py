@@ -94,6 +94,9 @@ class Shifted(ops.Operator):
     def solve(self, v, shift=0.0):
         return self.op.solve(v, shift + self.c)
 
+    def solve_add_(self, x, v, alpha, shift=0.0):
+        return self.op.solve_add_(x, v, alpha, shift + self.c)
+
     def power(self, v, p, shift=0.0):
         return self.op.power(v, p, shift + self.c)
 

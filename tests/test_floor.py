@@ -264,7 +264,7 @@ def test_solve_add_matches_solve():
     d = torch.rand(n, generator=gen, dtype=F64) + 0.5
     for op, shift in [(ops.LowRank(U, C, base=0.3), 0.0), (ops.LowRank(U, C, base=0.3), torch.tensor(2.0, dtype=F64)),
                       (ops.LowRank(U, C), 1.5), (ops.Diagonal(d), 0.0), (ops.Diagonal(d), 0.7),
-                      (ops.Dense(U @ U.T + torch.eye(n, dtype=F64)), 0.0)]:
+                      (ops.Dense(U @ U.T + torch.eye(n, dtype=F64)), 0.0), (P.Shifted(ops.LowRank(U, C), 0.4), 0.1)]:
         x = x0.clone()
         out = op.solve_add_(x, v, -0.3, shift)
         assert out is x
