@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -244,7 +245,6 @@ def _sole_owner(t: torch.Tensor, refs: int) -> bool:
     """Whether ``t`` is referenced by no Python name beyond ``refs`` known ones and no view shares its
     storage, so overwriting it cannot change a tensor anyone else holds. False whenever that cannot be
     established (the storage count is unavailable)."""
-    import sys
     if _STORAGE_USE_COUNT is None:
         return False
     return (sys.getrefcount(t) <= refs + 2   # + the parameter and getrefcount's own argument

@@ -88,6 +88,20 @@ class Design:
         self.S, self.n = A.shape
         self.dtype, self.device = dtype, device
 
+    def astype(self, dtype: torch.dtype) -> "Design":
+        """A copy of this design with its values in ``dtype`` (e.g. a float32 copy for a low-precision inner
+        solve): the indices and structure are shared, the values converted once, no re-validation."""
+        new = object.__new__(Design)
+        new.__dict__.update(self.__dict__)
+        if self.sparse:
+            new.A, new.At = (_csr(M.crow_indices(), M.col_indices(), M.values().to(dtype), M.shape)
+                             for M in (self.A, self.At))
+        else:
+            new.A = self.A.to(dtype)
+            new.At = new.A.T
+        new.dtype = dtype
+        return new
+
     # -- products -----------------------------------------------------------------------------
     def mv(self, x: torch.Tensor) -> torch.Tensor:
         return self.A @ x
