@@ -307,7 +307,8 @@ class Identity(Scalar):
 
 
 class Diagonal(Operator):
-    """D = diag(d), d of shape (n,). Memory O(n); mv, solve, power O(n)."""
+    """D = diag(d), d of shape (n,). Memory O(n); mv, solve, power O(n). ``extremes`` (optional attribute, set
+    by the diagonal accumulators): the 0-d (min, max) of d, used by ``power_add`` instead of a min/max pass."""
 
     def __init__(self, d: torch.Tensor):
         self.d = _check_tensor(d, "d", ndim=1)
@@ -368,7 +369,8 @@ class Diagonal(Operator):
         n = self.n
         floor, clamp = None, False
         if p < 0 and p != -1:
-            lo, hi = torch.aminmax(self.d)
+            ext = getattr(self, "extremes", None)   # (min, max) of d when its producer took them in passing
+            lo, hi = torch.aminmax(self.d) if ext is None else ext
             lo, hi = lo + shift, hi + shift
             floor = eig_floor(torch.maximum(hi, -lo))
             clamp = self.device.type != "cpu" or bool(lo < floor)

@@ -162,6 +162,40 @@ class _DiagState:
     out: torch.Tensor | None = None   # Adam: the bias-corrected second moment, written in place
 
 
+_CHUNK = 1 << 16   # entries per chunk of the diagonal accumulators on CPU (a slice that stays in cache)
+
+
+def _accumulate_squares(acc: torch.Tensor, g: torch.Tensor, decay: float, weight: float,
+                        out: torch.Tensor | None = None, scale: float = 1.0) -> ops.Diagonal:
+    """acc <- decay * acc + weight * g * g in place (``decay = 1``: a plain sum), and, with ``out``,
+    out <- scale * acc; returns the diagonal operator of ``out`` (else ``acc``) with its extremes attached
+    (``Diagonal.extremes``), taken chunk by chunk on CPU while each slice is in cache, so the power step
+    needs no separate min/max pass. Elementwise the same arithmetic as the unchunked expressions."""
+    d = acc if out is None else out
+    n = acc.shape[0]
+    if acc.device.type != "cpu" or acc.ndim != 1:
+        if decay != 1.0:
+            acc.mul_(decay)
+        acc.addcmul_(g, g, value=weight)
+        if out is not None:
+            torch.mul(acc, scale, out=out)
+        return ops.Diagonal(d)
+    nc = -(-n // _CHUNK)
+    lo, hi = torch.empty(nc, dtype=acc.dtype), torch.empty(nc, dtype=acc.dtype)
+    for i in range(nc):
+        o, e = i * _CHUNK, min(n, (i + 1) * _CHUNK)
+        a, gc = acc[o:e], g[o:e]
+        if decay != 1.0:
+            a.mul_(decay)
+        a.addcmul_(gc, gc, value=weight)
+        if out is not None:
+            torch.mul(a, scale, out=out[o:e])
+        torch.aminmax(d[o:e], out=(lo[i], hi[i]))
+    op = ops.Diagonal(d)
+    op.extremes = (lo.min(), hi.max())
+    return op
+
+
 class AdamP(Preconditioner):
     name = "adam"
 
@@ -175,11 +209,9 @@ class AdamP(Preconditioner):
 
     def update(self, s, x, g, oracle):
         s.t += 1
-        s.acc.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
         if s.out is None:
             s.out = torch.empty_like(s.acc)
-        torch.mul(s.acc, 1.0 / (1 - self.beta2 ** s.t), out=s.out)
-        return ops.Diagonal(s.out), s
+        return _accumulate_squares(s.acc, g, self.beta2, 1 - self.beta2, s.out, 1.0 / (1 - self.beta2 ** s.t)), s
 
 
 class AdaGradDiag(Preconditioner):
@@ -190,8 +222,7 @@ class AdaGradDiag(Preconditioner):
 
     def update(self, s, x, g, oracle):
         s.t += 1
-        s.acc.addcmul_(g, g)
-        return ops.Diagonal(s.acc), s
+        return _accumulate_squares(s.acc, g, 1.0, 1.0), s
 
 
 class AdaGradFull(Preconditioner):

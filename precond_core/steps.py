@@ -271,7 +271,7 @@ class Power(StepRule):
         state.t += 1
         m, lr = g, self.lr
         if state.m is not None:
-            state.m.mul_(self.beta1).add_(g, alpha=1 - self.beta1)
+            state.m.lerp_(g, 1 - self.beta1)       # beta1 m + (1 - beta1) g in one pass
             m, lr = state.m, self.lr / (1 - self.beta1 ** state.t)   # bias correction folded into the step
         out = x if owns_x else None   # the next iterate is written into x when the caller owns it
         if type(op) is Diagonal and m.ndim == 1 and m.dtype == op.dtype and m.shape[0] == op.n:

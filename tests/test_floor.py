@@ -317,3 +317,27 @@ def test_sparse_design_uses_int32_indices_and_matches_dense():
     assert torch.equal(D.rows(idx), A[idx])
     assert torch.equal(D.cols(10, 20), A[:, 10:20])
     assert torch.allclose(D.gram(torch.ones(D.S, dtype=F64), 0, 300), A.T @ A, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["adagrad", "adam"])
+def test_chunked_accumulators_carry_exact_extremes(name, monkeypatch):
+    """The diagonal accumulators, updated chunk by chunk, equal the unchunked formulas and hand the
+    power step the exact min and max of D (no separate pass)."""
+    monkeypatch.setattr(P, "_CHUNK", 7)
+    prob = pc.problems.scalable(50, seed=7)
+    pre = pc.make_method(name).preconditioner
+    x = prob.x0()
+    st = pre.init(prob, x, None)
+    acc = torch.zeros(50, dtype=F64)
+    for t in range(1, 4):
+        g = prob.grad(x + 0.1 * t)
+        op, st = pre.update(st, x, g, Oracle(prob))
+        if name == "adagrad":
+            acc += g * g
+            ref = acc
+        else:
+            acc = 0.999 * acc + 0.001 * g * g
+            ref = acc / (1 - 0.999 ** t)
+        torch.testing.assert_close(op.d, ref, rtol=1e-14, atol=0)
+        lo, hi = op.extremes
+        assert float(lo) == float(op.d.min()) and float(hi) == float(op.d.max())
