@@ -370,10 +370,17 @@ class Diagonal(Operator):
         floor, clamp = None, False
         if p < 0 and p != -1:
             ext = getattr(self, "extremes", None)   # (min, max) of d when its producer took them in passing
-            lo, hi = torch.aminmax(self.d) if ext is None else ext
-            lo, hi = lo + shift, hi + shift
-            floor = eig_floor(torch.maximum(hi, -lo))
-            clamp = self.device.type != "cpu" or bool(lo < floor)
+            if ext is not None and isinstance(ext[0], float) and not isinstance(shift, torch.Tensor):
+                # CPU, extremes known as numbers: the floor in Python (no tensor ops for scalars)
+                lo, hi = ext[0] + shift, ext[1] + shift
+                fi = torch.finfo(self.dtype)
+                floor = max(max(hi, -lo) * fi.eps, math.sqrt(fi.tiny))
+                clamp = lo < floor
+            else:
+                lo, hi = torch.aminmax(self.d) if ext is None else ext
+                lo, hi = lo + shift, hi + shift
+                floor = eig_floor(torch.maximum(hi, -lo))
+                clamp = self.device.type != "cpu" or bool(lo < floor)
         c = min(n, self.CHUNK) if self.device.type == "cpu" else n
         buf = torch.empty(c, dtype=self.dtype, device=self.device)
         for o in range(0, n, c):
@@ -390,7 +397,10 @@ class Diagonal(Operator):
                     b.clamp_(min=0).pow_(p)
             elif p != -1:
                 if clamp:
-                    torch.maximum(b, floor, out=b)
+                    if isinstance(floor, float):
+                        b.clamp_(min=floor)
+                    else:
+                        torch.maximum(b, floor, out=b)
                 if p == -0.5:
                     torch.sqrt(b, out=b)
                 else:

@@ -169,8 +169,8 @@ def _accumulate_squares(acc: torch.Tensor, g: torch.Tensor, decay: float, weight
                         out: torch.Tensor | None = None, scale: float = 1.0) -> ops.Diagonal:
     """acc <- decay * acc + weight * g * g in place (``decay = 1``: a plain sum), and, with ``out``,
     out <- scale * acc; returns the diagonal operator of ``out`` (else ``acc``) with its extremes attached
-    (``Diagonal.extremes``), taken chunk by chunk on CPU while each slice is in cache, so the power step
-    needs no separate min/max pass. Elementwise the same arithmetic as the unchunked expressions."""
+    (``Diagonal.extremes``, Python floats on CPU), taken chunk by chunk while each slice is in cache, so the
+    power step needs no separate min/max pass. Elementwise the same arithmetic as the unchunked expressions."""
     d = acc if out is None else out
     n = acc.shape[0]
     if acc.device.type != "cpu" or acc.ndim != 1:
@@ -180,19 +180,19 @@ def _accumulate_squares(acc: torch.Tensor, g: torch.Tensor, decay: float, weight
         if out is not None:
             torch.mul(acc, scale, out=out)
         return ops.Diagonal(d)
-    nc = -(-n // _CHUNK)
-    lo, hi = torch.empty(nc, dtype=acc.dtype), torch.empty(nc, dtype=acc.dtype)
-    for i in range(nc):
-        o, e = i * _CHUNK, min(n, (i + 1) * _CHUNK)
+    lo, hi = math.inf, -math.inf
+    for o in range(0, n, _CHUNK):
+        e = min(n, o + _CHUNK)
         a, gc = acc[o:e], g[o:e]
         if decay != 1.0:
             a.mul_(decay)
         a.addcmul_(gc, gc, value=weight)
         if out is not None:
             torch.mul(a, scale, out=out[o:e])
-        torch.aminmax(d[o:e], out=(lo[i], hi[i]))
+        mn, mx = torch.aminmax(d[o:e])
+        lo, hi = min(lo, mn.item()), max(hi, mx.item())   # host reads of a CPU tensor: no device sync
     op = ops.Diagonal(d)
-    op.extremes = (lo.min(), hi.max())
+    op.extremes = (lo, hi)
     return op
 
 
