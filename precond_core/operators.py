@@ -383,11 +383,13 @@ class Diagonal(Operator):
                 clamp = self.device.type != "cpu" or bool(lo < floor)
         c = min(n, self.CHUNK) if self.device.type == "cpu" else n
         buf = torch.empty(c, dtype=self.dtype, device=self.device)
+        divide = p in (-1.0, -0.5)   # v / t and v / sqrt(t): sqrt and division are ~2x faster than rsqrt
+        whole = c == n               # one chunk: the tensors themselves, no slicing
         for o in range(0, n, c):
             e = min(n, o + c)
-            b = buf[:e - o]
-            torch.add(self.d[o:e], shift, out=b)
-            divide = p in (-1.0, -0.5)   # v / t and v / sqrt(t): sqrt and division are ~2x faster than rsqrt
+            b = buf if whole else buf[:e - o]
+            dc, xc, vc, oc = (self.d, x, v, out) if whole else (self.d[o:e], x[o:e], v[o:e], out[o:e])
+            torch.add(dc, shift, out=b)
             if p == 0:
                 b.fill_(1.0)
             elif p > 0:
@@ -406,9 +408,9 @@ class Diagonal(Operator):
                 else:
                     b.pow_(p)
             if divide:
-                torch.addcdiv(x[o:e], v[o:e], b, value=alpha, out=out[o:e])
+                torch.addcdiv(xc, vc, b, value=alpha, out=oc)
             else:
-                torch.addcmul(x[o:e], b, v[o:e], value=alpha, out=out[o:e])
+                torch.addcmul(xc, b, vc, value=alpha, out=oc)
         return out
 
     def to_dense(self):

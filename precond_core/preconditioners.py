@@ -181,15 +181,16 @@ def _accumulate_squares(acc: torch.Tensor, g: torch.Tensor, decay: float, weight
             torch.mul(acc, scale, out=out)
         return ops.Diagonal(d)
     lo, hi = math.inf, -math.inf
+    whole = n <= _CHUNK
     for o in range(0, n, _CHUNK):
         e = min(n, o + _CHUNK)
-        a, gc = acc[o:e], g[o:e]
+        a, gc, dc = (acc, g, d) if whole else (acc[o:e], g[o:e], d[o:e])
         if decay != 1.0:
             a.mul_(decay)
         a.addcmul_(gc, gc, value=weight)
         if out is not None:
-            torch.mul(a, scale, out=out[o:e])
-        mn, mx = torch.aminmax(d[o:e])
+            torch.mul(a, scale, out=dc)
+        mn, mx = torch.aminmax(dc)
         lo, hi = min(lo, mn.item()), max(hi, mx.item())   # host reads of a CPU tensor: no device sync
     op = ops.Diagonal(d)
     op.extremes = (lo, hi)
