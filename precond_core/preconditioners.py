@@ -277,11 +277,14 @@ class Hutchinson(Preconditioner):
         if d is None or d.shape != x.shape or d.dtype != x.dtype:
             d = torch.empty_like(x)
         for j in range(self.probes):
-            hz = oracle.hvp(x, self.rademacher_(z, s.generator))
-            if j == 0:
-                torch.mul(z, hz, out=d)
+            self.rademacher_(z, s.generator)
+            if j == 0:                     # the first product is written into d itself, then d *= z
+                oracle.hvp(x, z, out=d).mul_(z)
             else:
-                d.addcmul_(z, hz)
+                hz = ex.get("hz")
+                if hz is None or hz.shape != x.shape or hz.dtype != x.dtype:
+                    hz = ex["hz"] = torch.empty_like(x)
+                d.addcmul_(z, oracle.hvp(x, z, out=hz))
         if self.probes > 1:
             d.div_(self.probes)
         d.abs_()
