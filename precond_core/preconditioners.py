@@ -42,6 +42,7 @@ import torch
 
 from . import operators as ops
 from .linalg import lanczos, power_iteration
+from .oracle import Oracle
 from .problems.base import check_partition, partition
 
 
@@ -79,6 +80,14 @@ def tensor_bytes(*objs: Any) -> int:
     for o in objs:
         visit(o)
     return total
+
+
+def _hvp_into(oracle, x: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """H(x) v written into ``out``: through ``Oracle.hvp(out=)`` (no n-sized temporary where the problem
+    has ``hvp_into``), else copied from any oracle-like object whose ``hvp`` takes (x, v) only."""
+    if isinstance(oracle, Oracle):
+        return oracle.hvp(x, v, out=out)
+    return out.copy_(oracle.hvp(x, v))
 
 
 class Shifted(ops.Operator):
@@ -279,12 +288,12 @@ class Hutchinson(Preconditioner):
         for j in range(self.probes):
             self.rademacher_(z, s.generator)
             if j == 0:                     # the first product is written into d itself, then d *= z
-                oracle.hvp(x, z, out=d).mul_(z)
+                _hvp_into(oracle, x, z, d).mul_(z)
             else:
                 hz = ex.get("hz")
                 if hz is None or hz.shape != x.shape or hz.dtype != x.dtype:
                     hz = ex["hz"] = torch.empty_like(x)
-                d.addcmul_(z, oracle.hvp(x, z, out=hz))
+                d.addcmul_(z, _hvp_into(oracle, x, z, hz))
         if self.probes > 1:
             d.div_(self.probes)
         d.abs_()
@@ -507,7 +516,7 @@ class UniformDirection(Preconditioner):
         U, V = W[:m], W[m:]
         self.draw(U, s.generator)
         for i in range(m):
-            oracle.hvp(x, U[i], out=V[i])
+            _hvp_into(oracle, x, U[i], V[i])
         if self.form == "raw":
             if m == 1 and n > 1:
                 return ops.RankOne(V[0].mul_(n), U[0]), s
