@@ -148,7 +148,7 @@ class LogisticRegression(Problem):
         idx = check_idx(idx, self.S, self.device)
         Ai = self.design.rows(idx)
         coef = -self.b[idx] * torch.sigmoid(-self.b[idx] * (Ai @ x))
-        return Ai * coef[:, None]
+        return Ai.mul_(coef[:, None])   # Ai is a fresh copy (``Design.rows``): scaled in place
 
     def model_sample_grads(self, x: torch.Tensor, idx, generator: torch.Generator) -> torch.Tensor:
         """Rows -y_s sigmoid(-y_s a_s^T x) a_s with y_s = +1 w.p. sigmoid(a_s^T x), else -1 (drawn with
@@ -159,7 +159,7 @@ class LogisticRegression(Problem):
         z = Ai @ x
         u = uniform(z.shape, generator, self.dtype, self.device)
         y = torch.where(u < torch.sigmoid(z), 1.0, -1.0).to(self.dtype)
-        return Ai * (-y * torch.sigmoid(-y * z))[:, None]
+        return Ai.mul_((-y * torch.sigmoid(-y * z))[:, None])   # Ai is a fresh copy: scaled in place
 
     def _check_dense_n(self, what: str):
         if self.n > self.max_dense_n:
