@@ -11,7 +11,7 @@ settings) on a tensor of the same size; seconds per update and the ratio to torc
 the same arithmetic (the problem's loss_grad, x - lr g, the host reads of f and ||g||); seconds per
 iteration and the ratio.
 ``mushrooms``: time to ||g|| <= 1e-6 on mushrooms (logistic regression, lam = 1e-3) of newton_cg (float64
-and float32 inner solve), newton, lbfgs and bfgs against SciPy's Newton-CG, trust-ncg and L-BFGS-B and
+and float32 inner solve), newton (float64, and float32 Hessian), lbfgs and bfgs against SciPy's Newton-CG, trust-ncg and L-BFGS-B and
 scikit-learn's LogisticRegression (lbfgs, newton-cg, newton-cholesky), all on 1 thread (threadpoolctl
 for NumPy/SciPy). A peer's own tolerance is calibrated first (untimed): divided by 10 until its answer
 has ||g|| <= 1e-6 in the project's objective. Project times are set-up + iteration clock of ``minimize``
@@ -80,7 +80,8 @@ def flat(n: int, rounds: int, ks=(8, 64, 512)) -> dict:
 
         def step():
             op, holder["p"] = m.preconditioner.update(holder["p"], box["x"], g, oracle)
-            box["x"], _, _, holder["s"] = m.step_rule.step(holder["s"], box["x"], None, g, op, oracle)
+            # the lane owns its iterate, as ``Solver`` does: the rule writes x+ into x (torch's update is in place too)
+            box["x"], _, _, holder["s"] = m.step_rule.step(holder["s"], box["x"], None, g, op, oracle, owns_x=True)
         return m.label, step
 
     label, fn = lane("adagrad")
@@ -95,7 +96,7 @@ def flat(n: int, rounds: int, ks=(8, 64, 512)) -> dict:
 
         def step(m=m, box=box, oracle=oracle):
             op, box["p"] = m.preconditioner.update(box["p"], box["x"], g, oracle)
-            box["x"], _, _, box["s"] = m.step_rule.step(box["s"], box["x"], None, g, op, oracle)
+            box["x"], _, _, box["s"] = m.step_rule.step(box["s"], box["x"], None, g, op, oracle, owns_x=True)
         contenders[m.label] = step
     med = _interleave(contenders, rounds)
     ref = med["torch.optim.Adagrad"]
@@ -146,7 +147,8 @@ def mushrooms(rounds: int, eps: float = 1e-6) -> dict:
         return float(torch.linalg.vector_norm(prob.grad(torch.as_tensor(np.asarray(w, dtype=np.float64)))))
 
     contenders = {}
-    for spec in [("newton_cg", {}), ("newton_cg", {"inner_dtype": "float32"}), ("newton", {}), ("lbfgs", {}),
+    for spec in [("newton_cg", {}), ("newton_cg", {"inner_dtype": "float32"}), ("newton", {}),
+                 ("newton", {"inner_dtype": "float32"}), ("lbfgs", {}),
                  ("bfgs", {})]:
         m = pc.make_method(spec[0], **spec[1])
         tr = pc.minimize(prob, m, eps=eps, max_iters=2000)

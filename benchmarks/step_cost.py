@@ -2,6 +2,9 @@
 
     python benchmarks/step_cost.py --n 10000 1000000 --repeat 7
     python benchmarks/step_cost.py --n 10000 100000 1000000 --methods gd lbfgs uniform_direction
+    python benchmarks/step_cost.py --threads 1 --methods adagrad lbfgs lbfgs@fixed uniform_direction@fixed
+
+A method written ``name@step`` runs with that step rule in its own lane (several rules side by side).
 
 For every method and n (the skip rules of ``cases.py`` apply: a method with a size limit runs only up
 to it), the median and mean seconds per ``Solver.step()`` and the median seconds per gradient on the
@@ -91,10 +94,12 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
     rows = []
     for n in ns:
         grad_fn, hvp_fn = cases.oracle_fns(n, device, family=family)
-        lanes = {}
+        lanes, lane_steps = {}, {}
         for method in methods:
+            name, _, own_step = method.partition("@")     # "lbfgs@fixed": this lane's own step rule
+            lane_steps[method] = (name, own_step or step)
             try:
-                solver = make_lane_solver(method, n, device, family=family, step=step)
+                solver = make_lane_solver(name, n, device, family=family, step=own_step or step)
                 cases.check_step(solver)
             except cases.Skip as exc:
                 log(f"  {method:20s} skipped: {exc}")
@@ -104,7 +109,8 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
         for r in range(repeat + 1):
             for m, lane in lanes.items():
                 if float(lane.solver.g.norm()) <= RESTART_BELOW * lane.g0:   # converged: restart (untimed)
-                    lane.solver = make_lane_solver(m, n, device, family=family, step=step)
+                    lane.solver = make_lane_solver(lane_steps[m][0], n, device, family=family,
+                                                   step=lane_steps[m][1])
                     lane.restarts += 1
                 c0 = lane.solver.counts
                 t0 = timing.now(device)
@@ -122,7 +128,7 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
         log(f"n={n}: gradient {grad_s:.3e} s, hvp {hvp_s:.3e} s ({hvp_s / grad_s:.2f} gradients)")
         for method, lane in lanes.items():
             step_s, mean_s = statistics.median(samples[method]), statistics.fmean(samples[method])
-            row = {"method": method, "step": lane.solver.method.params["step"], "problem": family, "device": device,
+            row = {"method": method.partition("@")[0], "lane": method, "step": lane.solver.method.params["step"], "problem": family, "device": device,
                    **cases.solver_info(lane.solver), "step_s": step_s, "grad_s": grad_s, "hvp_s": hvp_s,
                    "step_per_grad": step_s / grad_s, "mean_step_s": mean_s, "mean_step_per_grad": mean_s / grad_s,
                    "restarts": lane.restarts,
@@ -138,8 +144,8 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
 def slopes(rows) -> dict:
     """{method: slope of log(step seconds) against log(n)} for matrix-free methods with >= 2 sizes."""
     out = {}
-    for method in sorted({r["method"] for r in rows}):
-        pts = [(r["n"], r["step_s"]) for r in rows if r["method"] == method and r["matrix_free"]]
+    for method in sorted({r.get("lane", r["method"]) for r in rows}):
+        pts = [(r["n"], r["step_s"]) for r in rows if r.get("lane", r["method"]) == method and r["matrix_free"]]
         if len({n for n, _ in pts}) >= 2:
             out[method] = cases.loglog_slope([n for n, _ in pts], [s for _, s in pts])
     return out
@@ -148,11 +154,11 @@ def slopes(rows) -> dict:
 def table(rows, fitted: dict) -> str:
     """Markdown table: one line per method, step / gradient at each n, and the fitted slope."""
     ns = sorted({r["n"] for r in rows})
-    by = {(r["method"], r["n"]): r for r in rows}
+    by = {(r.get("lane", r["method"]), r["n"]): r for r in rows}
     head = ("| method | " + " | ".join(f"step / grad, n = {n:.0e} (median; mean)" for n in ns)
             + " | slope (log t vs log n) |")
     lines = [head, "|" + "---|" * (len(ns) + 2)]
-    for method in sorted({r["method"] for r in rows}):
+    for method in sorted({r.get("lane", r["method"]) for r in rows}):
         cells = [f"{by[method, n]['step_per_grad']:.2f}; {by[method, n]['mean_step_per_grad']:.2f}"
                  if (method, n) in by else "-" for n in ns]
         slope = f"{fitted[method]:.2f}" if method in fitted else "-"
@@ -184,7 +190,7 @@ def main(argv=None) -> int:
     if args.repeat < 1:
         ap.error(f"--repeat must be >= 1, got {args.repeat}")
     methods = args.methods or list(cases.methods())
-    unknown = sorted(set(methods) - set(cases.methods()))
+    unknown = sorted({m.partition("@")[0] for m in methods} - set(cases.methods()))
     if unknown:
         ap.error(f"unknown method(s) {unknown}; registered: {', '.join(cases.methods())}")
     try:

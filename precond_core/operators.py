@@ -242,6 +242,12 @@ class Operator:
     def _power(self, v: torch.Tensor, p: float, shift) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not implement power p={p}")
 
+    def solve_add_(self, x: torch.Tensor, v: torch.Tensor, alpha: float, shift=0.0) -> torch.Tensor:
+        """x += alpha (D + shift I)^{-1} v in place (``x`` of shape (n,)); returns ``x``. The step rules' hot
+        path when they own the iterate. Default: ``solve`` then one in-place axpy; operators whose solve has
+        an n-vector expansion (``LowRank``, ``Diagonal``) write it into ``x`` without an n-sized temporary."""
+        return x.add_(self.solve(v, shift), alpha=alpha)
+
     @property
     def nbytes(self) -> int:
         """Bytes of all tensors held (shared tensors counted once)."""
@@ -301,7 +307,8 @@ class Identity(Scalar):
 
 
 class Diagonal(Operator):
-    """D = diag(d), d of shape (n,). Memory O(n); mv, solve, power O(n)."""
+    """D = diag(d), d of shape (n,). Memory O(n); mv, solve, power O(n). ``extremes`` (optional attribute, set
+    by the diagonal accumulators): the 0-d (min, max) of d, used by ``power_add`` instead of a min/max pass."""
 
     def __init__(self, d: torch.Tensor):
         self.d = _check_tensor(d, "d", ndim=1)
@@ -339,6 +346,72 @@ class Diagonal(Operator):
         if out.device.type != "cpu" or bool(lo < floor):   # on CPU the test is free and saves a pass
             torch.maximum(out, floor, out=out)
         return out.rsqrt_() if p == -0.5 else out.pow_(p)
+
+    def solve_add_(self, x, v, alpha, shift=0.0):
+        v = self._check_v(v)
+        shift = self._shift(shift)
+        if v.ndim == 1 and x.shape == v.shape and _is_zero(shift):
+            return x.addcdiv_(v, self.d, value=alpha)          # one pass, no temporary
+        return super().solve_add_(x, v, alpha, shift)
+
+    CHUNK = 1 << 16   # elements per chunk of ``power_add`` on CPU (a buffer that stays in cache)
+
+    def power_add(self, x: torch.Tensor, v: torch.Tensor, p: float, shift, alpha: float,
+                  out: torch.Tensor) -> torch.Tensor:
+        """out = x + alpha (D + shift I)^p v for v, x, out of shape (n,), with ``power_diag``'s rule (p = -1
+        exact; other p < 0 clamped at ``eig_floor(max |d + shift|)``); ``out`` may be ``x`` (in place).
+
+        On CPU the diagonal power is formed chunk by chunk in a buffer of ``CHUNK`` entries, so no n-sized
+        temporary is allocated and the powered diagonal never travels through memory (AdaGrad, Adam);
+        elsewhere one n-sized buffer. Equal to ``x + alpha * power_diag(p, shift, buf) * v`` up to roundoff."""
+        p = _check_p(p)
+        shift = self._shift(shift)
+        n = self.n
+        floor, clamp = None, False
+        if p < 0 and p != -1:
+            ext = getattr(self, "extremes", None)   # (min, max) of d when its producer took them in passing
+            if ext is not None and isinstance(ext[0], float) and not isinstance(shift, torch.Tensor):
+                # CPU, extremes known as numbers: the floor in Python (no tensor ops for scalars)
+                lo, hi = ext[0] + shift, ext[1] + shift
+                fi = torch.finfo(self.dtype)
+                floor = max(max(hi, -lo) * fi.eps, math.sqrt(fi.tiny))
+                clamp = lo < floor
+            else:
+                lo, hi = torch.aminmax(self.d) if ext is None else ext
+                lo, hi = lo + shift, hi + shift
+                floor = eig_floor(torch.maximum(hi, -lo))
+                clamp = self.device.type != "cpu" or bool(lo < floor)
+        c = min(n, self.CHUNK) if self.device.type == "cpu" else n
+        buf = torch.empty(c, dtype=self.dtype, device=self.device)
+        divide = p in (-1.0, -0.5)   # v / t and v / sqrt(t): sqrt and division are ~2x faster than rsqrt
+        whole = c == n               # one chunk: the tensors themselves, no slicing
+        for o in range(0, n, c):
+            e = min(n, o + c)
+            b = buf if whole else buf[:e - o]
+            dc, xc, vc, oc = (self.d, x, v, out) if whole else (self.d[o:e], x[o:e], v[o:e], out[o:e])
+            torch.add(dc, shift, out=b)
+            if p == 0:
+                b.fill_(1.0)
+            elif p > 0:
+                if float(p).is_integer():
+                    b.pow_(int(p))
+                else:
+                    b.clamp_(min=0).pow_(p)
+            elif p != -1:
+                if clamp:
+                    if isinstance(floor, float):
+                        b.clamp_(min=floor)
+                    else:
+                        torch.maximum(b, floor, out=b)
+                if p == -0.5:
+                    torch.sqrt(b, out=b)
+                else:
+                    b.pow_(p)
+            if divide:
+                torch.addcdiv(xc, vc, b, value=alpha, out=oc)
+            else:
+                torch.addcmul(xc, b, vc, value=alpha, out=oc)
+        return out
 
     def to_dense(self):
         return torch.diag(self.d)
@@ -429,6 +502,21 @@ class LowRank(Operator):
     def solve(self, v, shift=0.0):
         v = self._check_v(v)
         return push_through_solve(self.U, self.C, self.base + self._shift(shift), v, self.gram())
+
+    def solve_add_(self, x, v, alpha, shift=0.0):
+        """x += alpha (c I + U C U^T)^{-1} v = x + (alpha / c) v - (alpha / c) U y (push-through form, as
+        ``solve``): two in-place passes over x, no n-sized temporary. One host read of c when it is a tensor."""
+        v = self._check_v(v)
+        c = self.base + self._shift(shift)
+        if v.ndim != 1 or x.shape != v.shape:
+            return super().solve_add_(x, v, alpha, shift)
+        c = float(c)
+        G = self.gram()
+        r = self.r
+        X = self.C @ G + c * torch.eye(r, dtype=self.dtype, device=self.device)
+        y = torch.linalg.solve(X, self.C @ (self.U.T @ v))
+        a = float(alpha) / c
+        return x.add_(v, alpha=a).addmv_(self.U, y, alpha=-a)
 
     def _power(self, v, p, shift):
         W, mu = self._eigs()
@@ -577,10 +665,15 @@ class BlockDiagonal(Operator):
 # block mean
 # --------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=16)
+def _block_lengths(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The (k,) int64 block sizes on ``device``, memoized (no host-to-device copy per step)."""
+    return torch.tensor(sizes, dtype=torch.int64, device=device)
+
+
 def _block_structure(sizes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    k = len(sizes)
-    s = torch.tensor(sizes, dtype=torch.int64, device=device)
-    idx = torch.repeat_interleave(torch.arange(k, device=device), s, output_size=sum(sizes))
+    """(length-n block index, (k,) lengths); the index is built on each call, never cached (8 n bytes)."""
+    s = _block_lengths(sizes, device)
+    idx = torch.repeat_interleave(torch.arange(len(sizes), device=device), s, output_size=sum(sizes))
     return idx, s
 
 
@@ -657,8 +750,8 @@ GROUPED_MAX = 16   # at most this many families: views per family; more: one seg
 def block_index(sizes: Sequence[int], device="cpu") -> torch.Tensor:
     """Length-n int64 vector whose entry j is the block of coordinate j (contiguous blocks).
 
-    Memoized per (sizes, device) in a small LRU cache (16 entries) so that building a ``BlockMean`` each
-    step costs no host-to-device copy; memory 8 n bytes per entry.
+    Built on each call (8 n bytes; not memoized, so no hidden n-long tensor outlives its caller); the
+    operators use the (k,) block lengths instead.
     """
     sizes = _check_sizes(sizes)
     return _block_structure(sizes, _norm_device(device))[0]
@@ -689,7 +782,7 @@ def block_sums(v: torch.Tensor, sizes: Sequence[int], index: torch.Tensor | None
             return grouped_block_sums(v, groups, len(sizes))
     # contiguous blocks: a segmented sum over the cached block lengths (about 2.5x faster than index_add_
     # on CPU); ``index`` is accepted for callers that hold it, the lengths come from the same cache
-    lengths = _block_structure(sizes, _norm_device(v.device))[1]
+    lengths = _block_lengths(sizes, _norm_device(v.device))
     return torch.segment_reduce(v, "sum", lengths=lengths, axis=0)
 
 
@@ -718,8 +811,8 @@ class BlockMean(Operator):
     """D = Lambda_bar + B_bar (docs/METHODS.md section 3): diagonal lam_i and constant b_ij on block (i, j).
 
     ``lam``: (k,), ``B``: (k, k) (symmetric for ``power``; assumed, not checked), ``sizes``: block sizes
-    s_i > 0 (contiguous blocks, n = sum s_i). Memory O(k^2 + k) plus the cached length-n int64 block index
-    (8 n bytes, counted in ``nbytes``); never an n x n matrix.
+    s_i > 0 (contiguous blocks, n = sum s_i). Memory O(k^2 + k) (no per-coordinate block index); never an
+    n x n matrix.
 
     - ``mv(v)`` = lam[idx] * v + E B E^T v: O(n + k^2).
     - Any matrix function, with S = diag(s), K = Lambda + S^{1/2} B S^{1/2}:
@@ -741,7 +834,7 @@ class BlockMean(Operator):
         self.B = _check_tensor(B, "B", shape=(k, k), like=lam, like_name="lam")
         self.sizes = _check_sizes(sizes, "sizes", k=k)
         self.k, self.n, self.dtype, self.device = k, sum(self.sizes), lam.dtype, lam.device
-        self._lengths = _block_structure(self.sizes, _norm_device(lam.device))[1]   # (k,) int64, cached
+        self._lengths = _block_lengths(self.sizes, _norm_device(lam.device))   # (k,) int64, cached
         self.s = self._lengths.to(lam.dtype)
         self.equal = all(si == self.sizes[0] for si in self.sizes)   # equal blocks: a (k, s) view, no gathers
         self.groups = strided_groups(self.sizes)   # regular families of blocks (``strided_groups``)

@@ -33,9 +33,16 @@ class Oracle:
         self.grads += 1
         return self.problem.loss_grad(x)
 
-    def hvp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def hvp(self, x: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """H(x) v; with ``out`` (a vector like ``v``, not overlapping it) the product is written there, through
+        the problem's ``hvp_into(x, v, out)`` when it has one (no n-sized temporary), else copied."""
         self.hvps += 1
-        return self.problem.hvp(x, v)
+        if out is None:
+            return self.problem.hvp(x, v)
+        into = getattr(self.problem, "hvp_into", None)
+        if into is not None:
+            return into(x, v, out)
+        return out.copy_(self.problem.hvp(x, v))
 
     def hessian(self, x: torch.Tensor) -> torch.Tensor:
         self.hvps += self.problem.n

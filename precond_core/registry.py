@@ -79,8 +79,9 @@ def _register(info: MethodInfo, factory: Callable[..., P.Preconditioner]) -> Non
 CURV_STEPS = ("adaptive", "regularized", "armijo", "fixed")
 _register(MethodInfo("gd", "gradient descent, D = I", {}, "fixed", ("fixed", "armijo", "adaptive")),
           lambda: P.IdentityP())
-_register(MethodInfo("newton", "Newton's method, D = exact Hessian", {}, "armijo", CURV_STEPS,
-                     dense=True, max_n=4096, needs=("grad", "hessian")), lambda: P.ExactHessian())
+_register(MethodInfo("newton", "Newton's method, D = exact Hessian (inner_dtype=float32: float32 Hessian, refined solve)",
+                     {"inner_dtype": None}, "armijo", CURV_STEPS,
+                     dense=True, max_n=4096, needs=("grad", "hessian")), lambda inner_dtype: P.ExactHessian(inner_dtype))
 _register(MethodInfo("adam", "Adam: D^2 = diag EMA of g*g, momentum beta1", {"beta2": 0.999}, "power", ("power",),
                      step_defaults={"lr": 0.01, "beta1": 0.9, "eps": 1e-16}), lambda beta2: P.AdamP(beta2))
 _register(MethodInfo("adagrad", "diagonal AdaGrad: D = diag(sum g*g)", {}, "power", ("power",)),

@@ -16,6 +16,7 @@ import torch
 from .oracle import Oracle
 from .problems.base import Problem, check_vector, norm
 from .registry import Method, resolve_method
+from .steps import _sole_owner
 from .timing import Clock
 
 STOP_REASONS = ("converged", "max_iters", "timeout", "diverged")
@@ -102,11 +103,26 @@ class Solver:
         from .preconditioners import tensor_bytes
         return tensor_bytes(self.pstate, self.op)
 
+    def owns_x(self) -> bool:
+        """Whether the iterate ``self.x`` is referenced by nothing but this solver (no caller, preconditioner
+        state or view holds it), so a step rule may overwrite it with the next iterate."""
+        return _sole_owner(self.x, 1)
+
     def step(self) -> None:
+        """One iteration. Memory: a step rule that supports it (``takes_owns_x``: fixed, regularized, power)
+        writes the next iterate into x's storage when nothing else holds x, and the old gradient is
+        released before the new one is computed, so the loop itself keeps one iterate and one gradient.
+        A tensor read from ``solver.x`` and kept by the caller is never overwritten (it is then not owned)."""
         pre, rule, oracle = self.method.preconditioner, self.method.step_rule, self.oracle
         self.op, self.pstate = pre.update(self.pstate, self.x, self.g, oracle)
-        x_new, f_new, g_new, self.sstate = rule.step(self.sstate, self.x, self.f, self.g, self.op, oracle)
+        if rule.takes_owns_x:
+            owns = self.owns_x()   # read before x is an argument on the call stack
+            x_new, f_new, g_new, self.sstate = rule.step(self.sstate, self.x, self.f, self.g, self.op, oracle,
+                                                         owns_x=owns)
+        else:
+            x_new, f_new, g_new, self.sstate = rule.step(self.sstate, self.x, self.f, self.g, self.op, oracle)
         if g_new is None:
+            self.x, self.g = x_new, None   # the old gradient is freed before the new one is allocated
             f_new, g_new = oracle.loss_grad(x_new)
         self.x, self.f, self.g = x_new, f_new, g_new
         self.iteration += 1

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
 
-from .operators import BlockMean, Diagonal, Scalar
+from .operators import BlockMean, Diagonal, Scalar, group_views, grouped_block_sums
 from .problems.base import norm
 
 
@@ -44,6 +45,9 @@ def _check_positive(name: str, value, allow_none: bool = False, allow_zero: bool
 
 class StepRule:
     name = "step"
+    # whether ``step`` takes ``owns_x``: True when the caller (``Solver``) holds the only reference to x, so
+    # the rule may write x_new into x's storage (no fresh n-vector per step); such a rule then returns x itself
+    takes_owns_x = False
 
     def init(self, problem, x):
         return None
@@ -68,10 +72,17 @@ class Fixed(StepRule):
             lr = 1.0 / problem.L
         return lr
 
-    def step(self, lr, x, f, g, op, oracle):
+    takes_owns_x = True
+
+    def step(self, lr, x, f, g, op, oracle, owns_x=False):
         if isinstance(op, Scalar) and op.py_c and g.shape == x.shape:   # D = c I (gd): one fused pass
             oracle.solves += 1
+            if owns_x:
+                return x.add_(g, alpha=-lr / op.py_c), None, None, lr
             return torch.add(x, g, alpha=-lr / op.py_c), None, None, lr
+        if owns_x and g.shape == x.shape:       # x - lr D^{-1} g written into x (no n-sized temporary where
+            oracle.solves += 1                  # the operator fuses it, e.g. LowRank, Diagonal)
+            return op.solve_add_(x, g, -lr), None, None, lr
         return x - lr * oracle.solve(op, g), None, None, lr
 
     def params(self):
@@ -102,7 +113,7 @@ class Armijo(StepRule):
         fv, slope_v = float(f), float(slope)
         tol = roundoff(fv, x.dtype)
         for _ in range(self.max_backtracks):
-            x_new = x - t * d
+            x_new = torch.add(x, d, alpha=-t)   # one fused pass, no t * d temporary
             f_new = oracle.loss(x_new)
             if float(f_new) <= fv - self.c * t * slope_v + tol:
                 return x_new, f_new, None, t
@@ -149,7 +160,9 @@ class Regularized(StepRule):
             self.sigma_source = src(problem) if callable(src) else "preconditioner bound"
         return {"M": float(M), "sigma": self.sigma}
 
-    def step(self, state, x, f, g, op, oracle):
+    takes_owns_x = True
+
+    def step(self, state, x, f, g, op, oracle, owns_x=False):
         sigma = state["sigma"]
         if sigma is None:
             pre = self.preconditioner
@@ -164,6 +177,9 @@ class Regularized(StepRule):
             if not getattr(pre, "sigma_per_step", False):   # a bound over all x or an estimate at x0: once
                 state["sigma"] = float(sigma)
         alpha = torch.sqrt(state["M"] * norm(g) / 2) + sigma
+        if owns_x and g.shape == x.shape:      # x - (D + alpha I)^{-1} g written into x
+            oracle.solves += 1
+            return op.solve_add_(x, g, -1.0, alpha), None, None, state
         return x - oracle.solve(op, g, alpha), None, None, state
 
     def params(self):
@@ -219,8 +235,6 @@ class Adaptive(StepRule):
 class PowerState:
     t: int
     m: torch.Tensor | None
-    buf: torch.Tensor | None = None   # (D + eps I)^p of a diagonal D, written in place every step
-    spare: torch.Tensor | None = None  # the previous iterate: reused for the next one when nothing else holds it
 
 
 # torch's count of tensors sharing a storage (private; absent in some builds: then nothing is reused)
@@ -231,7 +245,6 @@ def _sole_owner(t: torch.Tensor, refs: int) -> bool:
     """Whether ``t`` is referenced by no Python name beyond ``refs`` known ones and no view shares its
     storage, so overwriting it cannot change a tensor anyone else holds. False whenever that cannot be
     established (the storage count is unavailable)."""
-    import sys
     if _STORAGE_USE_COUNT is None:
         return False
     return (sys.getrefcount(t) <= refs + 2   # + the parameter and getrefcount's own argument
@@ -252,44 +265,38 @@ class Power(StepRule):
     def init(self, problem, x):
         return PowerState(0, torch.zeros_like(x) if self.beta1 > 0 else None)
 
-    def step(self, state, x, f, g, op, oracle):
+    takes_owns_x = True
+
+    def step(self, state, x, f, g, op, oracle, owns_x=False):
         state.t += 1
         m, lr = g, self.lr
         if state.m is not None:
-            state.m.mul_(self.beta1).add_(g, alpha=1 - self.beta1)
+            state.m.lerp_(g, 1 - self.beta1)       # beta1 m + (1 - beta1) g in one pass
             m, lr = state.m, self.lr / (1 - self.beta1 ** state.t)   # bias correction folded into the step
+        out = x if owns_x else None   # the next iterate is written into x when the caller owns it
         if type(op) is Diagonal and m.ndim == 1 and m.dtype == op.dtype and m.shape[0] == op.n:
-            # diagonal D (AdaGrad, Adam): (D + eps I)^p into a kept buffer, then one fused x - lr h * m
-            if state.buf is None or state.buf.shape != m.shape or state.buf.dtype != m.dtype:
-                state.buf = torch.empty_like(m)
+            # diagonal D (AdaGrad, Adam): x - lr (D + eps I)^p m in one chunked pass (the powered diagonal
+            # lives in a cache-sized buffer only)
             oracle.solves += 1
-            h = op.power_diag(self.p, self.eps, state.buf)
-            x_new = torch.addcmul(x, h, m, value=-lr, out=self._out(state, x))
+            x_new = op.power_add(x, m, self.p, self.eps, -lr, torch.empty_like(x) if out is None else out)
             return x_new, None, None, state
-        if type(op) is BlockMean and op.equal and m.ndim == 1 and m.dtype == op.dtype and m.shape[0] == op.n:
-            # equal blocks (AdaGrad-BMA): the powered block mean (cached by the operator between refreshes)
-            # applied as x - lr (lam v + E B E^T v) on the (k, s) view: one block-sum pass, two update passes
+        if (type(op) is BlockMean and len(op.groups) <= 2 and m.ndim == 1 and m.dtype == op.dtype
+                and m.shape[0] == op.n and m.is_contiguous() and x.is_contiguous()):
+            # AdaGrad-BMA with equal blocks, or the two runs of equal blocks of ``partition(n, k)``: the powered
+            # block mean (cached by the operator between refreshes) applied as x - lr (lam v + E B E^T v) on
+            # (blocks, size) views of each family of blocks: one block-sum pass, two update passes, no gathers
             oracle.solves += 1
             h = op.matrix_power(self.p, self.eps)
-            V = m.view(h.k, -1)
-            c = (h.B @ V.sum(dim=1)).mul_(-lr).unsqueeze(1)
-            x_new = self._out(state, x)
-            X = torch.add(x.view(h.k, -1), c, out=x_new.view(h.k, -1))
-            X.addcmul_(h.lam.unsqueeze(1), V, value=-lr)
+            c = (h.B @ grouped_block_sums(m, op.groups, op.k)).mul_(-lr)
+            x_new = torch.empty_like(x) if out is None else out
+            for (sl, V), (_, Xv), (_, Xn) in zip(group_views(m, op.groups), group_views(x, op.groups),
+                                                 group_views(x_new, op.groups)):
+                torch.add(Xv, c[sl].unsqueeze(1), out=Xn).addcmul_(h.lam[sl].unsqueeze(1), V, value=-lr)
             return x_new, None, None, state
-        return x - lr * oracle.power(op, m, self.p, self.eps), None, None, state
-
-    @staticmethod
-    def _out(state, x):
-        """Storage for the next iterate: the previous iterate's when nothing else holds it (no fresh
-        n-vector, whose page faults cost as much as a pass over it), else a new tensor. ``x`` becomes the
-        candidate for the next step."""
-        spare, state.spare = state.spare, None
-        if not (spare is not None and spare is not x and spare.shape == x.shape and spare.dtype == x.dtype
-                and _sole_owner(spare, 1)):
-            spare = torch.empty_like(x)
-        state.spare = x
-        return spare
+        d = oracle.power(op, m, self.p, self.eps)
+        if out is not None and d.shape == x.shape:
+            return x.add_(d, alpha=-lr), None, None, state
+        return x - lr * d, None, None, state
 
     def params(self):
         return {"lr": self.lr, "p": self.p, "eps": self.eps, "beta1": self.beta1}

@@ -216,3 +216,131 @@ def test_gd_fixed_step_fast_path_matches_formula():
         x = x - 0.05 * prob.grad(x)
         s.step()
     assert torch.allclose(s.x, x, rtol=1e-13, atol=1e-15) and s.counts["solves"] == 10
+
+
+# -- memory: in-place iterate, fused solves, HVPs into a buffer, int32 CSR indices -----------------------------
+@pytest.mark.parametrize("method,kw", [("gd", {}), ("adagrad", {}), ("adam", {}), ("adagrad_bma", {"k": 5}),
+                                       ("uniform_direction", {"step": "fixed", "lr": 0.05}),
+                                       ("uniform_direction", {"step": "regularized"}),
+                                       ("hutchinson", {"step": "fixed", "lr": 0.05})])
+def test_in_place_iterate_gives_the_out_of_place_trajectory(method, kw):
+    """A solver that owns its iterate writes x+ into x; one whose iterates are all held by the caller
+    (never owned, so always out of place) follows the same trajectory up to roundoff, and the held
+    iterates are never changed."""
+    prob = pc.problems.scalable(60, seed=1)
+    owned, held = pc.Solver(prob, pc.make_method(method, **kw)), pc.Solver(prob, pc.make_method(method, **kw))
+    ids, kept, copies = set(), [], []
+    for _ in range(6):
+        ids.add(id(owned.x))
+        owned.step()
+        kept.append(held.x)
+        copies.append(held.x.clone())
+        held.step()
+    assert len(ids) == 1 and id(owned.x) in ids          # one storage for every iterate
+    assert all(torch.equal(a, b) for a, b in zip(kept, copies))
+    assert len({id(t) for t in kept}) == len(kept)
+    assert torch.allclose(owned.x, held.x, rtol=1e-11, atol=1e-13)
+    assert owned.counts == held.counts
+
+
+def test_in_place_step_keeps_the_problem_cache_honest():
+    """The forward-pass cache is keyed on the tensor's version: an iterate overwritten in place is never
+    mistaken for the old point (the loss after the step is that of the new point)."""
+    prob = pc.problems.scalable(50, seed=2)
+    s = pc.Solver(prob, pc.make_method("adagrad"))
+    for _ in range(3):
+        s.step()
+        f_ref, g_ref = pc.problems.scalable(50, seed=2).loss_grad(s.x.clone())
+        assert torch.allclose(s.f, f_ref, rtol=1e-13) and torch.allclose(s.g, g_ref, rtol=1e-12, atol=1e-15)
+
+
+def test_solve_add_matches_solve():
+    gen = torch.Generator().manual_seed(3)
+    n = 40
+    U = torch.randn(n, 4, generator=gen, dtype=F64)
+    C = torch.randn(4, 4, generator=gen, dtype=F64)
+    C = C + C.T
+    x0, v = torch.randn(n, generator=gen, dtype=F64), torch.randn(n, generator=gen, dtype=F64)
+    d = torch.rand(n, generator=gen, dtype=F64) + 0.5
+    for op, shift in [(ops.LowRank(U, C, base=0.3), 0.0), (ops.LowRank(U, C, base=0.3), torch.tensor(2.0, dtype=F64)),
+                      (ops.LowRank(U, C), 1.5), (ops.Diagonal(d), 0.0), (ops.Diagonal(d), 0.7),
+                      (ops.Dense(U @ U.T + torch.eye(n, dtype=F64)), 0.0), (P.Shifted(ops.LowRank(U, C), 0.4), 0.1)]:
+        x = x0.clone()
+        out = op.solve_add_(x, v, -0.3, shift)
+        assert out is x
+        assert torch.allclose(x, x0 - 0.3 * op.solve(v, shift), rtol=1e-12, atol=1e-13), type(op).__name__
+
+
+@pytest.mark.parametrize("p", [-0.5, -1.0, -0.3, 0.5, 2.0, 0.0])
+def test_diagonal_power_add_in_chunks_matches_power_diag(p, monkeypatch):
+    gen = torch.Generator().manual_seed(4)
+    n = 1000
+    d = torch.rand(n, generator=gen, dtype=F64)
+    d[::7] = 0.0                                        # zeros: the clamped floor is used for p < 0
+    x0, v = torch.randn(n, generator=gen, dtype=F64), torch.randn(n, generator=gen, dtype=F64)
+    op = ops.Diagonal(d)
+    ref = x0 - 0.2 * op.power_diag(p, 1e-12, torch.empty(n, dtype=F64)) * v
+    monkeypatch.setattr(ops.Diagonal, "CHUNK", 64)      # several chunks and a short last one
+    x = x0.clone()
+    assert op.power_add(x, v, p, 1e-12, -0.2, out=x) is x
+    assert torch.allclose(x, ref, rtol=1e-13, atol=1e-14)
+    assert torch.allclose(op.power_add(x0, v, p, 1e-12, -0.2, out=torch.empty(n, dtype=F64)), ref,
+                          rtol=1e-13, atol=1e-14)
+    op.extremes = (float(d.min()), float(d.max()))      # as the accumulators attach them: same result
+    assert torch.allclose(op.power_add(x0, v, p, 1e-12, -0.2, out=torch.empty(n, dtype=F64)), ref,
+                          rtol=1e-13, atol=1e-14)
+
+
+def test_hvp_into_matches_hvp_and_oracle_out():
+    prob = pc.problems.scalable(80, seed=5)
+    gen = torch.Generator().manual_seed(5)
+    x, v = torch.randn(80, generator=gen, dtype=F64), torch.randn(80, generator=gen, dtype=F64)
+    out = torch.empty(80, dtype=F64)
+    assert prob.hvp_into(x, v, out) is out
+    assert torch.allclose(out, prob.hvp(x, v), rtol=1e-13, atol=1e-15)
+    q = pc.problems.quadratic(n=6, cond=5.0, seed=0)       # no hvp_into: the oracle copies
+    o, w = Oracle(q), torch.ones(6, dtype=F64)
+    buf = torch.empty(6, dtype=F64)
+    assert o.hvp(q.x0(), w, out=buf) is buf and torch.allclose(buf, q.hvp(q.x0(), w)) and o.hvps == 1
+    with pytest.raises(ValueError, match="out"):
+        prob.hvp_into(x, v, torch.empty(79, dtype=F64))
+
+
+def test_sparse_design_uses_int32_indices_and_matches_dense():
+    prob = pc.problems.scalable(300, seed=6)
+    D = prob.design
+    for M in (D.A, D.At):
+        assert M.crow_indices().dtype == torch.int32 and M.col_indices().dtype == torch.int32
+    A = D.to_dense()
+    gen = torch.Generator().manual_seed(6)
+    x, y = torch.randn(300, generator=gen, dtype=F64), torch.randn(D.S, generator=gen, dtype=F64)
+    assert torch.allclose(D.mv(x), A @ x, rtol=1e-13, atol=1e-14)
+    assert torch.allclose(D.rmv(y), A.T @ y, rtol=1e-13, atol=1e-14)
+    idx = torch.tensor([0, 5, 7])
+    assert torch.equal(D.rows(idx), A[idx])
+    assert torch.equal(D.cols(10, 20), A[:, 10:20])
+    assert torch.allclose(D.gram(torch.ones(D.S, dtype=F64), 0, 300), A.T @ A, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["adagrad", "adam"])
+def test_chunked_accumulators_carry_exact_extremes(name, monkeypatch):
+    """The diagonal accumulators, updated chunk by chunk, equal the unchunked formulas and hand the
+    power step the exact min and max of D (no separate pass)."""
+    monkeypatch.setattr(P, "_CHUNK", 7)
+    prob = pc.problems.scalable(50, seed=7)
+    pre = pc.make_method(name).preconditioner
+    x = prob.x0()
+    st = pre.init(prob, x, None)
+    acc = torch.zeros(50, dtype=F64)
+    for t in range(1, 4):
+        g = prob.grad(x + 0.1 * t)
+        op, st = pre.update(st, x, g, Oracle(prob))
+        if name == "adagrad":
+            acc += g * g
+            ref = acc
+        else:
+            acc = 0.999 * acc + 0.001 * g * g
+            ref = acc / (1 - 0.999 ** t)
+        torch.testing.assert_close(op.d, ref, rtol=1e-14, atol=0)
+        lo, hi = op.extremes
+        assert isinstance(lo, float) and lo == float(op.d.min()) and hi == float(op.d.max())

@@ -70,3 +70,47 @@ def test_float32_inner_solve_refused_where_only_float64_exists():
         pc.make_method("newton_cg", inner_dtype="float16")
     with pytest.raises(ValueError, match="cg_maxiter"):
         pc.make_method("newton_cg", cg_maxiter=0)
+
+
+# -- dense newton with a float32 Hessian and a refined solve ------------------------------------------------
+def test_newton_float32_hessian_refined_direction_and_answer():
+    """inner_dtype='float32': the refined direction is the float64 Newton direction to about
+    (cond(H) eps32)^2, and the run reaches the float64 run's answer (the stopping test is float64)."""
+    import precond_core as pc
+    from precond_core.oracle import Oracle
+    prob = _logreg(n=20, S=300, seed=3)
+    x = torch.randn(20, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.1
+    g = prob.grad(x)
+    d64 = torch.linalg.solve(prob.hessian(x), g)
+    pre = pc.make_method("newton", inner_dtype="float32").preconditioner
+    oracle = Oracle(prob)
+    op, _ = pre.update(pre.init(prob, x, None), x, g, oracle)
+    assert op.H.dtype == torch.float32 and oracle.hvps == 20
+    H = prob.hessian(x)
+    torch.testing.assert_close(op.H.double(), H, rtol=1e-5, atol=1e-7)    # formed in float32
+    d = op.solve(g)
+    assert d.dtype == torch.float64 and oracle.hvps == 21                # one refinement HVP
+    cond = float(torch.linalg.cond(H))
+    assert float((d - d64).norm() / d64.norm()) <= max(1e-12, 10 * (cond * 6e-8) ** 2)
+    unrefined = torch.cholesky_solve(g.float().unsqueeze(1), torch.linalg.cholesky(op.H)).squeeze(1).double()
+    assert (d - d64).norm() < (unrefined - d64).norm()                   # the refinement helps
+    ds = op.solve(g, 0.5)                                                # shifted solve (adaptive rule)
+    torch.testing.assert_close(ds, torch.linalg.solve(H + 0.5 * torch.eye(20, dtype=torch.float64), g),
+                               rtol=1e-9, atol=1e-12)
+    t64 = pc.minimize(prob, pc.make_method("newton"), eps=1e-9)
+    t32 = pc.minimize(prob, pc.make_method("newton", inner_dtype="float32"), eps=1e-9)
+    assert t64.stop_reason == t32.stop_reason == "converged"
+    torch.testing.assert_close(t32.x, t64.x, rtol=1e-8, atol=1e-9)
+
+
+def test_newton_float32_refused_where_only_float64():
+    import precond_core as pc
+    q = pc.problems.quadratic(n=6, cond=5.0, seed=0)
+    with pytest.raises(ValueError, match="inner_dtype"):
+        pc.Solver(q, pc.make_method("newton", inner_dtype="float32"))
+    with pytest.raises(ValueError, match="inner_dtype"):
+        pc.make_method("newton", inner_dtype="float16")
+    A, b = pc.synthetic.logistic_data(n_samples=50, n_features=5, seed=0, dtype=torch.float32)
+    p32 = pc.problems.logistic_regression(A, b, lam=1e-3)
+    with pytest.raises(ValueError, match="inner_dtype"):
+        pc.Solver(p32, pc.make_method("newton", inner_dtype="float64"))

@@ -37,7 +37,8 @@ class LogisticRegression(Problem):
     Oracles (z = A x, s = sigmoid(-b * z), w = s (1 - s) = p (1 - p)):
       loss   = mean(softplus(-b z)) + lam/2 ||x||^2
       grad   = -(1/S) A^T (b * s) + lam x                       (passes: A x, A^T y)
-      hvp    = (1/S) A^T (w * (A v)) + lam v                     (passes: A v, A^T y, plus A x unless cached)
+      hvp    = (1/S) A^T (w * (A v)) + lam v                     (passes: A v, A^T y as one addmv, plus A x
+                                                                  unless cached)
       per-sample gradient of l_s: -b_s s_s a_s; model labels y ~ +1 w.p. p_s = sigmoid(z_s).
     The vector s at the last x seen is cached (O(S) memory, keyed on the tensor object and its version
     counter), so ``loss_grad(x)`` followed by ``hvp(x, v)`` (or several HVPs at one x) skips the A x pass.
@@ -130,7 +131,15 @@ class LogisticRegression(Problem):
         self._check(x)
         self._check(v, "v")
         w = self._weights(self._forward(x))
-        return self.design.rmv(w * self.design.mv(v)).mul_(1.0 / self.S).add_(v, alpha=self.lam)
+        return self.design.raddmv(v, w * self.design.mv(v), self.lam, 1.0 / self.S)
+
+    def hvp_into(self, x: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``hvp(x, v)`` written into ``out`` (shape (n,), not overlapping ``v``): no n-sized temporary."""
+        self._check(x)
+        self._check(v, "v")
+        self._check(out, "out")
+        w = self._weights(self._forward(x))
+        return self.design.raddmv(v, w * self.design.mv(v), self.lam, 1.0 / self.S, out=out)
 
     def per_sample_grads(self, x: torch.Tensor, idx=None) -> torch.Tensor:
         """Rows -b_s sigmoid(-b_s a_s^T x) a_s for s in idx (dense (b, n); for sparse A, the selected rows
@@ -139,7 +148,7 @@ class LogisticRegression(Problem):
         idx = check_idx(idx, self.S, self.device)
         Ai = self.design.rows(idx)
         coef = -self.b[idx] * torch.sigmoid(-self.b[idx] * (Ai @ x))
-        return Ai * coef[:, None]
+        return Ai.mul_(coef[:, None])   # Ai is a fresh copy (``Design.rows``): scaled in place
 
     def model_sample_grads(self, x: torch.Tensor, idx, generator: torch.Generator) -> torch.Tensor:
         """Rows -y_s sigmoid(-y_s a_s^T x) a_s with y_s = +1 w.p. sigmoid(a_s^T x), else -1 (drawn with
@@ -150,7 +159,7 @@ class LogisticRegression(Problem):
         z = Ai @ x
         u = uniform(z.shape, generator, self.dtype, self.device)
         y = torch.where(u < torch.sigmoid(z), 1.0, -1.0).to(self.dtype)
-        return Ai * (-y * torch.sigmoid(-y * z))[:, None]
+        return Ai.mul_((-y * torch.sigmoid(-y * z))[:, None])   # Ai is a fresh copy: scaled in place
 
     def _check_dense_n(self, what: str):
         if self.n > self.max_dense_n:
