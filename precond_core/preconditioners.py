@@ -601,6 +601,7 @@ class _BMAState:
     F: ops.BlockMean | None = None  # the block-mean factor, refreshed every ``update_every`` steps
     t: int = 0
     every: int = 1                  # the refresh period in use
+    zbuf: torch.Tensor | None = None  # (n,) scaled variant: sqrt(z2 + delta) of this step, rewritten in place
 
 
 class AdaGradBMA(Preconditioner):
@@ -686,8 +687,9 @@ class AdaGradBMA(Preconditioner):
         s.t += 1
         if self.variant == "exact":
             return s.F, s
-        z = s.z2 + self.delta
-        return ops.Scaled(_with_lam(s.F, self.damping), z.sqrt_()), s
+        # Z of this step in a kept buffer (the operator is valid until the next update, like every step's)
+        s.zbuf = torch.add(s.z2, self.delta, out=s.zbuf if s.zbuf is not None else torch.empty_like(s.z2))
+        return ops.Scaled(_with_lam(s.F, self.damping), s.zbuf.sqrt_()), s
 
 
 class BlockDiagHessian(Preconditioner):
