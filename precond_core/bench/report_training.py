@@ -37,7 +37,7 @@ def training_summary(train_runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataF
                      "train loss (mean)": e["train_loss_mean"].median(),
                      "train loss (epoch sum)": e["train_loss_sum"].median(),
                      "test error": e["test_error"].median(),
-                     "step time (ms, median)": 1e3 * epochs[epochs["run_id"].isin(g["run_id"])]["step_s_median"].median(),
+                     "training step (ms, median)": 1e3 * epochs[epochs["run_id"].isin(g["run_id"])]["step_s_median"].median(),
                      "diverged runs": int((allr["status"] == "diverged").sum())})
     return pd.DataFrame(rows)
 
@@ -72,7 +72,7 @@ def curves_figure(curves: pd.DataFrame, title: str):
             g = curves[curves["method"] == m].sort_values("epoch")
             ax.plot(g[x], g[y], marker="o", ms=3, color=colours[m], label=m)
             ax.fill_between(g[x], g[f"{y}_lo"], g[f"{y}_hi"], color=colours[m], alpha=0.15, linewidth=0)
-        ax.set_xlabel("epoch" if x == "epoch" else "optimizer step time, cumulative (s)")
+        ax.set_xlabel("epoch" if x == "epoch" else "training step time, cumulative (s)")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=9)
     F._legend(axes[0][-1])
@@ -116,11 +116,12 @@ def section_training(store_dir):
     curves = training_curves(runs, epochs)
     sec.intro = ("Runs at each configuration's chosen learning rate (lowest final training loss at the first "
                  "seed, then the other seeds at it); medians over seeds, bands from min to max. Wall time is "
-                 "the optimizer steps' cumulative time (evaluation excluded).")
+                 "the training steps' cumulative time: each is opt.step(closure), the closure's forward and backward "
+                 "passes included (evaluation excluded).")
     for (model, data), g in curves.groupby(["model", "data"], sort=True):
         sec.blocks.append(_fig(f"{model} on {data}: training loss against epochs and step time, test error",
                                curves_figure(g, f"{model} on {data}")))
-    sec.blocks.append(_table("Final values per optimizer and the median time of one optimizer step",
+    sec.blocks.append(_table("Final values per optimizer and the median time of one training step (forward, backward, update)",
                              summary, "table-training"))
     reference, msg = load_reference()
     ref = reference_table(reference, summary)
