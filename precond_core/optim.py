@@ -408,6 +408,17 @@ def _hvp_oracle(fl, grads):
     return SimpleNamespace(hvp=hvp)
 
 
+def _hvp_update(opt, group, st, fl, graph_grads):
+    """The group's preconditioner updated with HVPs through the closure's gradients (its generator seeded
+    from ``group["seed"]`` at the first step); returns the operator."""
+    grads = _graph_grads(type(opt).__name__, fl, graph_grads)
+    s = st["flat"]
+    if s.generator is None:
+        s.generator = torch.Generator(device=fl.x.device).manual_seed(group["seed"])
+    op, st["flat"] = opt._preconditioner(group).update(s, fl.x, fl.g, _hvp_oracle(fl, grads))
+    return op
+
+
 class Hutchinson(_FlatOptimizer):
     """Diagonal Newton-like step with the Hutchinson estimate d = |mean_j z_j * H z_j| (``probes``
     Rademacher vectors z_j, seeded by ``seed``; EMA weight ``beta``): p -= lr * g / (d + damping).
@@ -430,11 +441,7 @@ class Hutchinson(_FlatOptimizer):
         return P.Hutchinson(group["probes"], group["beta"])
 
     def _update(self, group, st, fl, graph_grads, loss, closure):
-        grads = _graph_grads("Hutchinson", fl, graph_grads)
-        s = st["flat"]
-        if s.generator is None:
-            s.generator = torch.Generator(device=fl.x.device).manual_seed(group["seed"])
-        op, st["flat"] = self._preconditioner(group).update(s, fl.x, fl.g, _hvp_oracle(fl, grads))
+        op = _hvp_update(self, group, st, fl, graph_grads)
         d = op.d + group["damping"] if hasattr(op, "d") else None
         fl.x.add_(fl.g / d if d is not None else op.solve(fl.g, group["damping"]), alpha=-group["lr"])
 
@@ -527,12 +534,8 @@ class UniformDirection(_RegularizedOptimizer):
         return P.UniformDirection(form=group["form"], delta=group["delta"], samples=group["samples"])
 
     def _update(self, group, st, fl, graph_grads, loss, closure):
-        grads = _graph_grads("UniformDirection", fl, graph_grads)
-        s = st["flat"]
-        if s.generator is None:
-            s.generator = torch.Generator(device=fl.x.device).manual_seed(group["seed"])
-        op, st["flat"] = self._preconditioner(group).update(s, fl.x, fl.g, _hvp_oracle(fl, grads))
-        del grads, graph_grads
+        op = _hvp_update(self, group, st, fl, graph_grads)
+        del graph_grads
         self._apply(group, st, fl, op, loss, closure)
 
 
