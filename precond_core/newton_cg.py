@@ -79,6 +79,22 @@ class CGInverse(ops.Operator):
         raise NotImplementedError("Newton-CG provides the inverse only (p = -1)")
 
 
+def lowp_oracle(inner_dtype, problem, x, factory, missing: str):
+    """(factory(problem, dtype), dtype) for an ``inner_dtype`` narrower than x's, (None, None) when it is None
+    or x's own; ``ValueError`` naming ``inner_dtype`` when it is wider or the problem has no such oracle
+    (``missing`` says what it has instead)."""
+    want = None if inner_dtype is None else getattr(torch, inner_dtype)
+    if want is None or want == x.dtype:
+        return None, None
+    if torch.finfo(want).bits > torch.finfo(x.dtype).bits:
+        raise ValueError(f"inner_dtype={inner_dtype!r} is wider than the problem's dtype {x.dtype}; "
+                         "use inner_dtype=None")
+    out = factory(problem, want)
+    if out is None:
+        raise ValueError(f"inner_dtype={inner_dtype!r}: problem {problem.name!r} {missing}; use inner_dtype=None")
+    return out, want
+
+
 def _lowp_hvp_factory(problem, dtype):
     """A builder ``at(x) -> hvp32(v)`` of Hessian-vector products in ``dtype`` for logistic regression
     (a float32 copy of the design, weights at x cast once per step), or ``None`` when the problem has no
@@ -181,18 +197,11 @@ class NewtonCG(Preconditioner):
         self.inner_dtype, self.cg_maxiter = inner_dtype, cg_maxiter
 
     def init(self, problem, x, generator):
-        want = None if self.inner_dtype is None else getattr(torch, self.inner_dtype)
         state = {"events": {"negative_curvature": 0, "cg_iterations": 0}, "lowp": None, "inner": None}
-        if want is not None and want != x.dtype:
-            if torch.finfo(want).bits > torch.finfo(x.dtype).bits:
-                raise ValueError(f"inner_dtype={self.inner_dtype!r} is wider than the problem's dtype {x.dtype}; "
-                                 "use inner_dtype=None")
-            lowp = _lowp_hvp_factory(problem, want)
-            if lowp is None:
-                raise ValueError(f"inner_dtype={self.inner_dtype!r}: problem {problem.name!r} has only "
-                                 f"{x.dtype} Hessian-vector products (a low-precision inner solve is available "
-                                 "for logistic regression); use inner_dtype=None")
-            state["lowp"], state["inner"] = lowp, want
+        state["lowp"], state["inner"] = lowp_oracle(
+            self.inner_dtype, problem, x, _lowp_hvp_factory,
+            f"has only {x.dtype} Hessian-vector products (a low-precision inner solve is available for logistic "
+            "regression)")
         return state
 
     def update(self, s, x, g, oracle):

@@ -322,19 +322,11 @@ class ExactHessian(Preconditioner):
         self.inner_dtype = inner_dtype
 
     def init(self, problem, x, generator):
-        want = None if self.inner_dtype is None else getattr(torch, self.inner_dtype)
-        if want is None or want == x.dtype:
-            return None
-        if torch.finfo(want).bits > torch.finfo(x.dtype).bits:
-            raise ValueError(f"inner_dtype={self.inner_dtype!r} is wider than the problem's dtype {x.dtype}; "
-                             "use inner_dtype=None")
-        from .newton_cg import _lowp_hessian_factory
-        at = _lowp_hessian_factory(problem, want)
-        if at is None:
-            raise ValueError(f"inner_dtype={self.inner_dtype!r}: problem {problem.name!r} builds its Hessian only "
-                             f"in {x.dtype} (a {self.inner_dtype} Hessian is available for logistic regression); "
-                             "use inner_dtype=None")
-        return {"lowp": at}
+        from .newton_cg import _lowp_hessian_factory, lowp_oracle
+        at, _ = lowp_oracle(self.inner_dtype, problem, x, _lowp_hessian_factory,
+                            f"builds its Hessian only in {x.dtype} (a {self.inner_dtype} Hessian is available for "
+                            "logistic regression)")
+        return None if at is None else {"lowp": at}
 
     def update(self, state, x, g, oracle):
         if state is not None:

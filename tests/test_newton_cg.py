@@ -62,12 +62,20 @@ def test_float32_inner_solve_reaches_float64_tolerance():
     assert tr.x.dtype == F64 and torch.allclose(tr.x, ref.x, rtol=1e-6, atol=1e-8)
 
 
-def test_float32_inner_solve_refused_where_only_float64_exists():
-    prob = pc.problems.quadratic(n=5, cond=3.0, seed=0)
+@pytest.mark.parametrize("method", ["newton_cg", "newton"])
+def test_float32_inner_solve_refused_where_only_float64_exists(method):
+    q = pc.problems.quadratic(n=6, cond=5.0, seed=0)
     with pytest.raises(ValueError, match="inner_dtype"):
-        pc.Solver(prob, pc.make_method("newton_cg", inner_dtype="float32"))
+        pc.Solver(q, pc.make_method(method, inner_dtype="float32"))
     with pytest.raises(ValueError, match="inner_dtype"):
-        pc.make_method("newton_cg", inner_dtype="float16")
+        pc.make_method(method, inner_dtype="float16")
+    A, b = pc.synthetic.logistic_data(n_samples=50, n_features=5, seed=0, dtype=torch.float32)
+    p32 = pc.problems.logistic_regression(A, b, lam=1e-3)
+    with pytest.raises(ValueError, match="wider"):
+        pc.Solver(p32, pc.make_method(method, inner_dtype="float64"))
+
+
+def test_cg_maxiter_must_be_positive():
     with pytest.raises(ValueError, match="cg_maxiter"):
         pc.make_method("newton_cg", cg_maxiter=0)
 
@@ -101,16 +109,3 @@ def test_newton_float32_hessian_refined_direction_and_answer():
     t32 = pc.minimize(prob, pc.make_method("newton", inner_dtype="float32"), eps=1e-9)
     assert t64.stop_reason == t32.stop_reason == "converged"
     torch.testing.assert_close(t32.x, t64.x, rtol=1e-8, atol=1e-9)
-
-
-def test_newton_float32_refused_where_only_float64():
-    import precond_core as pc
-    q = pc.problems.quadratic(n=6, cond=5.0, seed=0)
-    with pytest.raises(ValueError, match="inner_dtype"):
-        pc.Solver(q, pc.make_method("newton", inner_dtype="float32"))
-    with pytest.raises(ValueError, match="inner_dtype"):
-        pc.make_method("newton", inner_dtype="float16")
-    A, b = pc.synthetic.logistic_data(n_samples=50, n_features=5, seed=0, dtype=torch.float32)
-    p32 = pc.problems.logistic_regression(A, b, lam=1e-3)
-    with pytest.raises(ValueError, match="inner_dtype"):
-        pc.Solver(p32, pc.make_method("newton", inner_dtype="float64"))
