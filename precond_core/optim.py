@@ -30,7 +30,9 @@ Moving the model to another device or dtype after steps without moving the optim
 Conventions (those of ``torch.optim``): ``step(closure=None)`` returns the closure's loss; ``closure``
 re-evaluates the model, zeroes and fills the gradients (the ``torch.optim.LBFGS`` convention). ``Hutchinson``
 and ``UniformDirection`` need a closure that calls ``loss.backward(create_graph=True)`` so that
-Hessian-vector products can be taken from the gradients (one extra backward pass per probe or direction);
+Hessian-vector products can be taken from the gradients (one extra backward pass per probe or direction;
+torch's warning about the parameter-gradient reference cycle of ``create_graph=True`` does not apply after
+``step``, which replaces those gradients by the detached views);
 ``FisherSampled`` needs the model, its loss function and the minibatch (``step(closure, inputs=...,
 targets=...)``). The adaptive step calls the closure again at each trial point. Parameters whose ``.grad``
 is ``None`` at the first step are left out of the group's flat buffers for good (a later missing gradient
