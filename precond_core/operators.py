@@ -729,13 +729,10 @@ def grouped_expand_affine(lam: torch.Tensor, c: torch.Tensor, v: torch.Tensor, g
 
 
 def add_expanded_(out: torch.Tensor, c: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
-    """out += E c in place (out (n,) contiguous, c (k,)): a (k, s) view for equal blocks, one view per
-    family of ``strided_groups``, else through ``expand``."""
+    """out += E c in place (out (n,) contiguous, c (k,)): one view per family of ``strided_groups`` (equal
+    blocks are one (k, s) view), else through ``expand``."""
     sizes = tuple(sizes)
     if out.ndim == 1 and out.is_contiguous():
-        if all(si == sizes[0] for si in sizes):
-            out.view(len(sizes), -1).add_(c.unsqueeze(1))
-            return out
         groups = strided_groups(sizes)
         if len(groups) <= GROUPED_MAX:
             for sl, O in group_views(out, groups):
@@ -775,10 +772,8 @@ def block_sums(v: torch.Tensor, sizes: Sequence[int], index: torch.Tensor | None
         raise ValueError(f"v must have shape ({sum(sizes)},) or ({sum(sizes)}, m) for sizes summing to "
                          f"{sum(sizes)}, got {tuple(v.shape)}")
     if v.ndim == 1 and v.is_contiguous():
-        if all(si == sizes[0] for si in sizes):          # equal blocks: a (k, s) view
-            return v.view(len(sizes), -1).sum(dim=1)
         groups = strided_groups(tuple(sizes))
-        if len(groups) <= GROUPED_MAX:                  # a few regular families: views, no index
+        if len(groups) <= GROUPED_MAX:   # a few regular families (equal blocks: one (k, s) view), no index
             return grouped_block_sums(v, groups, len(sizes))
     # contiguous blocks: a segmented sum over the cached block lengths (about 2.5x faster than index_add_
     # on CPU); ``index`` is accepted for callers that hold it, the lengths come from the same cache
@@ -795,8 +790,6 @@ def expand(w: torch.Tensor, sizes: Sequence[int], index: torch.Tensor | None = N
                          f"got {tuple(w.shape)}")
     if w.ndim == 1:
         n = sum(sizes)
-        if all(si == sizes[0] for si in sizes):          # equal blocks: broadcast into a (k, s) view
-            return w.unsqueeze(1).expand(len(sizes), n // len(sizes)).reshape(n)
         groups = strided_groups(tuple(sizes))
         if len(groups) <= GROUPED_MAX:
             out = torch.empty(n, dtype=w.dtype, device=w.device)
@@ -836,7 +829,6 @@ class BlockMean(Operator):
         self.k, self.n, self.dtype, self.device = k, sum(self.sizes), lam.dtype, lam.device
         self._lengths = _block_lengths(self.sizes, _norm_device(lam.device))   # (k,) int64, cached
         self.s = self._lengths.to(lam.dtype)
-        self.equal = all(si == self.sizes[0] for si in self.sizes)   # equal blocks: a (k, s) view, no gathers
         self.groups = strided_groups(self.sizes)   # regular families of blocks (``strided_groups``)
         self._eigK = None
         self._powers: dict = {}   # (p, shift) -> the powered block mean, for Python-number shifts
@@ -848,17 +840,11 @@ class BlockMean(Operator):
 
     def mv(self, v, out: torch.Tensor | None = None):
         """D v; ``out`` (a contiguous (n,) tensor, not ``v``) receives it without an allocation on the
-        view paths (equal blocks, a few regular families)."""
+        view path (a few regular families of blocks; equal blocks are one)."""
         v = self._check_v(v)
         if out is not None and (v.ndim != 1 or out.shape != v.shape or not out.is_contiguous()):
             raise ValueError(f"out must be a contiguous tensor of shape {tuple(v.shape)} for a 1-D v")
         if v.ndim == 1:
-            if self.equal and v.is_contiguous():             # (k, s) view: block sums and expansion by broadcasting
-                V = v.view(self.k, self.n // self.k)
-                e = V.sum(dim=1)
-                res = torch.addcmul((self.B @ e).unsqueeze(1), self.lam.unsqueeze(1), V,
-                                    out=None if out is None else out.view(self.k, -1))
-                return res.view(self.n)
             if len(self.groups) <= GROUPED_MAX and v.is_contiguous():   # a few regular families of blocks: views
                 e = grouped_block_sums(v, self.groups, self.k)
                 return grouped_expand_affine(self.lam, self.B @ e, v, self.groups, out=out)

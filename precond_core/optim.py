@@ -70,18 +70,24 @@ def _check_int(name, value):
         raise ValueError(f"Invalid {name}: must be a positive integer, got {value!r}")
 
 
-class _Flat:
-    """A group's flat buffers: ``x`` (the parameters' storage) and ``g`` (their gradients' storage)."""
-    __slots__ = ("group", "params", "x", "g", "xs", "gs", "xptr", "gptr")
+def _mismatch(state: torch.Tensor, what: str, t: torch.Tensor) -> ValueError:
+    return ValueError(f"optimizer state is {state.dtype} on {state.device} but {what} {t.dtype} on {t.device}; "
+                      f"create the optimizer after moving the model (or load a state_dict)")
 
-    def __init__(self, group, params):
+
+class _Flat:
+    """A group's flat buffers: ``x`` (the parameters' storage) and ``g`` (their gradients' storage), the
+    group's flat preconditioner ``pre`` and kept scratch n-vectors (``buf``; not part of the state)."""
+    __slots__ = ("group", "params", "x", "g", "xs", "gs", "xptr", "gptr", "pre", "bufs")
+
+    def __init__(self, group, params, pre):
         p0 = params[0]
         for i, p in enumerate(params):
             if p.device != p0.device or p.dtype != p0.dtype:
                 raise ValueError(f"params: all parameters of a group must share one device and dtype; parameter "
                                  f"{i} is {p.dtype} on {p.device}, parameter 0 is {p0.dtype} on {p0.device}")
         n = sum(p.numel() for p in params)
-        self.group, self.params = group, params
+        self.group, self.params, self.pre, self.bufs = group, params, pre, []
         self.x = torch.empty(n, dtype=p0.dtype, device=p0.device)
         self.g = torch.zeros(n, dtype=p0.dtype, device=p0.device)
         self.xs, self.gs, o = [], [], 0
@@ -103,9 +109,7 @@ class _Flat:
         for i, p in enumerate(self.params):
             if p.data_ptr() != self.xptr[i]:
                 if p.device != self.x.device or p.dtype != self.x.dtype:
-                    raise ValueError(f"optimizer state is {self.x.dtype} on {self.x.device} but the parameters are "
-                                     f"{p.dtype} on {p.device}; create the optimizer after moving the model (or "
-                                     f"load a state_dict)")
+                    raise _mismatch(self.x, "the parameters are", p)
                 self.xs[i].copy_(p.detach())
                 p.data = self.xs[i]
             gr = p.grad
@@ -119,12 +123,17 @@ class _Flat:
                 if gr.is_sparse:
                     raise ValueError(f"grad: {name} does not support sparse gradients (parameter {i})")
                 if gr.device != self.g.device or gr.dtype != self.g.dtype:
-                    raise ValueError(f"optimizer state is {self.g.dtype} on {self.g.device} but the gradient of "
-                                     f"parameter {i} is {gr.dtype} on {gr.device}")
+                    raise _mismatch(self.g, f"the gradient of parameter {i} is", gr)
                 self.gs[i].copy_(gr.detach())
             outside[i] = gr
             p.grad = self.gs[i]
         return outside
+
+    def buf(self, i=0):
+        """The i-th kept n-vector (scratch for directions)."""
+        while len(self.bufs) <= i:
+            self.bufs.append(torch.empty_like(self.g))
+        return self.bufs[i]
 
     def zero_(self):
         self.g.zero_()
@@ -140,21 +149,10 @@ class _FlatOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params, defaults):
         super().__init__(params, defaults)
-        self._flats = {}
-        self._pre = {}
-        self._bufs = {}     # per flat group: a kept n-vector for the direction (not state: rebuilt on demand)
+        self._flats = {}    # id(group) -> _Flat (rebuilt on demand: not part of the state)
 
     def _make_preconditioner(self, group):
         raise NotImplementedError
-
-    def _buf(self, fl, i=0):
-        """The i-th kept n-vector of a flat group (scratch for directions; not part of the state)."""
-        bufs = self._bufs.get(id(fl))
-        if bufs is None or bufs[0] is not fl:
-            bufs = self._bufs[id(fl)] = (fl, [])
-        while len(bufs[1]) <= i:
-            bufs[1].append(torch.empty_like(fl.g))
-        return bufs[1][i]
 
     def _update(self, group, st, fl, graph_grads, loss, closure, **kw):
         raise NotImplementedError
@@ -171,7 +169,7 @@ class _FlatOptimizer(torch.optim.Optimizer):
         if not params:
             return None
         self._check_params(group, params)
-        fl = self._flats[id(group)] = _Flat(group, params)
+        fl = self._flats[id(group)] = _Flat(group, params, self._make_preconditioner(group))
         return fl
 
     def _check_params(self, group, params):
@@ -181,15 +179,12 @@ class _FlatOptimizer(torch.optim.Optimizer):
     def _check_state_device(flat_state, g):
         for v in vars(flat_state).values() if hasattr(flat_state, "__dict__") else ():
             if isinstance(v, torch.Tensor) and v.is_floating_point() and (v.device != g.device or v.dtype != g.dtype):
-                raise ValueError(f"optimizer state is {v.dtype} on {v.device} but the parameters are {g.dtype} on "
-                                 f"{g.device}; create the optimizer after moving the model (or load a state_dict)")
+                raise _mismatch(v, "the parameters are", g)
 
     def load_state_dict(self, state_dict):
         """``torch.optim`` semantics; the flat buffers are rebuilt at the next step (the groups are new)."""
         super().load_state_dict(state_dict)
         self._flats.clear()
-        self._bufs.clear()
-        self._pre.clear()
 
     def zero_grad(self, set_to_none: bool = True):
         """Zero the flat gradient buffers in place (gradients stay views into them); parameters not in a
@@ -213,12 +208,6 @@ class _FlatOptimizer(torch.optim.Optimizer):
                         p.grad.requires_grad_(False)
                     p.grad.zero_()
 
-    def _preconditioner(self, group):
-        pre = self._pre.get(id(group))
-        if pre is None or pre[0] is not group:
-            pre = self._pre[id(group)] = (group, self._make_preconditioner(group))
-        return pre[1]
-
     @torch.no_grad()
     def step(self, closure=None, **kw):
         if self.needs_closure and closure is None:
@@ -237,7 +226,7 @@ class _FlatOptimizer(torch.optim.Optimizer):
             st = self.state[group["params"][0]]
             if "flat" not in st:
                 prob = SimpleNamespace(n=fl.x.numel(), blocks=tuple(p.numel() for p in fl.params), name="module")
-                st["flat"] = self._preconditioner(group).init(prob, fl.x, None)
+                st["flat"] = fl.pre.init(prob, fl.x, None)
                 st["step"] = 0
             self._check_state_device(st["flat"], fl.g)
             self._update(group, st, fl, graph_grads, loss, closure, **kw)
@@ -261,7 +250,7 @@ class AdaGrad(_FlatOptimizer):
 
     def _update(self, group, st, fl, graph_grads, loss, closure):
         acc, g = st["flat"].acc, fl.g
-        d = self._buf(fl)
+        d = fl.buf()
         acc.addcmul_(g, g)
         torch.sqrt(acc, out=d).add_(group["eps"])
         fl.x.addcdiv_(g, d, value=-group["lr"])
@@ -271,21 +260,21 @@ class _PowerOptimizer(_FlatOptimizer):
     """x -= lr * op.power(g, -1/2, eps) with the group's flat preconditioner."""
 
     def _update(self, group, st, fl, graph_grads, loss, closure):
-        op, st["flat"] = self._preconditioner(group).update(st["flat"], fl.x, fl.g, None)
+        op, st["flat"] = fl.pre.update(st["flat"], fl.x, fl.g, None)
         eps, g = group["eps"], fl.g
         inner, shift = (op.op, eps) if isinstance(op, ops.Scaled) else (None, eps)
         if isinstance(inner, P.Shifted):
             inner, shift = inner.op, shift + inner.c
         if isinstance(op, ops.BlockMean):     # the powered block mean (cached between refreshes) into a kept buffer
-            d = op.matrix_power(-0.5, eps).mv(g, out=self._buf(fl))
+            d = op.matrix_power(-0.5, eps).mv(g, out=fl.buf())
         elif isinstance(inner, ops.BlockMean):
             # Scaled.power(g, -1/2, eps) = z^(-1/2) * (F + shift I)^(-1/2) (z^(-1/2) * g) with kept buffers;
             # op.z is this step's own vector, powered in place
             zp = op.z.pow_(-0.5)
-            u = torch.mul(zp, g, out=self._buf(fl, 1))
-            d = inner.matrix_power(-0.5, shift).mv(u, out=self._buf(fl)).mul_(zp)
+            u = torch.mul(zp, g, out=fl.buf(1))
+            d = inner.matrix_power(-0.5, shift).mv(u, out=fl.buf()).mul_(zp)
         elif isinstance(op, Lu2018Operator):
-            d = op.power(g, -0.5, eps, out=self._buf(fl))
+            d = op.power(g, -0.5, eps, out=fl.buf())
         else:
             d = op.power(g, -0.5, eps)
         fl.x.add_(d, alpha=-group["lr"])
@@ -417,7 +406,7 @@ def _hvp_update(opt, group, st, fl, graph_grads):
     s = st["flat"]
     if s.generator is None:
         s.generator = torch.Generator(device=fl.x.device).manual_seed(group["seed"])
-    op, st["flat"] = opt._preconditioner(group).update(s, fl.x, fl.g, _hvp_oracle(fl, grads))
+    op, st["flat"] = fl.pre.update(s, fl.x, fl.g, _hvp_oracle(fl, grads))
     return op
 
 
@@ -455,8 +444,7 @@ class _ClosureOracle:
     def __init__(self, opt, fl, closure):
         self.opt, self.fl, self.closure = opt, fl, closure
 
-    @staticmethod
-    def solve(op, v, shift=0.0):
+    def solve(self, op, v, shift=0.0):
         return op.solve(v, shift)
 
     def loss(self, x):
@@ -495,7 +483,8 @@ class _RegularizedOptimizer(_FlatOptimizer):
     def _apply(self, group, st, fl, op, loss, closure):
         if group["step"] == "regularized":
             rule = S.Regularized(M=group["M"], sigma=group["sigma"])
-            x_new = rule.step({"M": group["M"], "sigma": group["sigma"]}, fl.x, None, fl.g, op, _ClosureOracle)[0]
+            x_new = rule.step({"M": group["M"], "sigma": group["sigma"]}, fl.x, None, fl.g, op,
+                              _ClosureOracle(self, fl, closure))[0]
             if group["lr"] == 1.0:
                 fl.x.copy_(x_new)
             else:

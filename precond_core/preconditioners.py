@@ -656,12 +656,9 @@ class AdaGradBMA(Preconditioner):
 
     def update(self, s, x, g, oracle):
         k = len(s.sizes)
-        if all(si == s.sizes[0] for si in s.sizes):   # equal blocks: a (k, s) view, one pass each, no gathers
-            G = g.view(k, -1)
-            e = G.sum(dim=1)
-            s.Q.add_(torch.linalg.vector_norm(G, dim=1).square_())
-        elif len(groups := ops.strided_groups(s.sizes)) <= ops.GROUPED_MAX and g.is_contiguous():
-            e = ops.grouped_block_sums(g, groups, k, squares=s.Q)     # a few regular families: views
+        if len(groups := ops.strided_groups(s.sizes)) <= ops.GROUPED_MAX and g.is_contiguous():
+            # a few regular families of blocks (equal blocks: one (k, s) view): one pass each, no gathers
+            e = ops.grouped_block_sums(g, groups, k, squares=s.Q)
         else:                                          # one segment reduction per statistic
             lengths = torch.tensor(s.sizes, device=g.device)
             e = torch.segment_reduce(g, "sum", lengths=lengths, axis=0)

@@ -282,12 +282,16 @@ def test_bad_input():
         o.step()
 
 
-def test_state_dtype_mismatch_clear_error():
+@pytest.mark.parametrize("move", [
+    lambda m: m.float(),
+    pytest.param(lambda m: m.cuda(), marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+], ids=["dtype", "cuda"])
+def test_state_mismatch_clear_error(move):
     a = _model(sizes=(4, 3, 2))
     opt = AdaGradBMA(a.parameters())
     _grads(0, a)
     opt.step()
-    a.float()
+    move(a)
     for p in a.parameters():
         p.grad = torch.ones_like(p)
     with pytest.raises(ValueError, match="optimizer state"):
@@ -309,19 +313,6 @@ def test_cuda_matches_cpu(dtype):
         res.append([p.detach().cpu() for p in m.parameters()])
     for p, q in zip(*res):
         torch.testing.assert_close(p, q)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_state_device_mismatch():
-    m = _model(sizes=(4, 3, 2))
-    opt = AdaGradBMA(m.parameters())
-    _grads(0, m)
-    opt.step()
-    m.cuda()
-    for p in m.parameters():
-        p.grad = torch.ones_like(p)
-    with pytest.raises(ValueError, match="optimizer state"):
-        opt.step()
 
 
 # --- the Newton-like optimizers against dense float64 -------------------------------------------------

@@ -205,7 +205,8 @@ def cmd_report(args) -> int:
     store = Store(store_dir)
     if not store.path.is_dir():
         raise UserError(f"no results: store {store.path} does not exist; run `precond-bench run quick` first")
-    if store.read_runs().empty and not any((store.path / "train").glob("*.json")):  # also checks every part
+    from .train import training_files
+    if store.read_runs().empty and not training_files(store.path):  # also checks every part
         raise UserError(f"no results in store {store.path}; run `precond-bench run quick --store {store.path}` first")
     from . import report
 

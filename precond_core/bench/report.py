@@ -1254,10 +1254,11 @@ def build_report(
     histories are read from ``asv_results_dir`` and ``benchmark_dir`` when they exist (sections are
     omitted with a note otherwise).
     """
+    from .train import training_files
     try:
         runs, iters = load_tables(store_dir)
     except ReportError:
-        if not any((Path(store_dir) / "train").glob("*.json")):
+        if not training_files(store_dir):
             raise
         runs = None          # a store of training runs only: the training chapter and the benchmark histories
     asv = read_asv_results(asv_results_dir)
@@ -1266,8 +1267,7 @@ def build_report(
         from .report_training import section_training
         sections = [section_training(store_dir), section_asv(asv if asv is not None else pd.DataFrame()),
                     section_pytest_benchmark(pb if pb is not None else pd.DataFrame())]
-        n_train = len(list((Path(store_dir) / "train").glob("*.json")))
-        default_title = f"precond_core training report ({n_train} training runs)"
+        default_title = f"precond_core training report ({len(training_files(store_dir))} training runs)"
     else:
         sections = collect_sections(runs, iters, asv, pb, store_dir=store_dir)
         default_title = f"precond_core performance report ({len(runs)} runs)"

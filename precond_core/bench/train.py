@@ -422,6 +422,11 @@ def method_label(optimizer: str, params) -> str:
     return optimizer + ("(" + ",".join(f"{k}={v}" for k, v in sorted(p.items())) + ")" if p else "")
 
 
+def training_files(store_dir) -> list:
+    """The stored training runs of a results store (one JSON file per run under ``<store>/train/``), sorted."""
+    return sorted((Path(store_dir) / "train").glob("*.json"))
+
+
 def load_training_tables(store_dir):
     """(train_runs, epochs) DataFrames from ``<store_dir>/train/*.json`` (empty frames when none).
 
@@ -434,7 +439,7 @@ def load_training_tables(store_dir):
     """
     import pandas as pd
     runs, eps = [], []
-    for p in sorted((Path(store_dir) / "train").glob("*.json")):
+    for p in training_files(store_dir):
         d = json.loads(p.read_text())
         r = d["run"]
         label = method_label(r["optimizer"], r.get("params"))
