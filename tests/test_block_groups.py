@@ -62,6 +62,9 @@ def test_grouped_sums_expansion_and_block_mean_mv_match_dense(sizes):
     op = ops.BlockMean(lam, B, sizes)
     dense = torch.diag(E @ lam) + E @ B @ E.T
     torch.testing.assert_close(op.mv(v), dense @ v)
+    torch.testing.assert_close(op.mv(v, sums=E.T @ v), dense @ v)     # block sums given by the caller
+    with pytest.raises(ValueError, match="sums"):
+        op.mv(v, sums=torch.zeros(k + 1, dtype=torch.float64))
     # a view into a larger buffer (the optimizers' flat parameter buffers) gives the same
     buf = torch.cat([torch.zeros(3, dtype=torch.float64), v])
     torch.testing.assert_close(op.mv(buf[3:]), dense @ v)
