@@ -91,7 +91,8 @@ def _hvp_into(oracle, x: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> to
 
 
 class Shifted(ops.Operator):
-    """D + c I for an operator D and a fixed c >= 0 (e.g. the ridge term lam I added to a Fisher)."""
+    """D + c I for an operator D and a fixed c (e.g. the ridge term lam I added to a Fisher; c < 0 where a
+    stored accumulator holds D + |c| I, as in the fused AdaGrad step)."""
 
     def __init__(self, op: ops.Operator, c: float):
         self.op, self.c = op, float(c)
@@ -169,6 +170,7 @@ class _DiagState:
     acc: torch.Tensor
     t: int = 0
     out: torch.Tensor | None = None   # Adam: the bias-corrected second moment, written in place
+    extra: dict | None = None         # fused AdaGrad: the bound on max(acc) and the kernel's step counter
 
 
 _CHUNK = 1 << 16   # entries per chunk of the diagonal accumulators on CPU (a slice that stays in cache)
@@ -233,6 +235,61 @@ class AdaGradDiag(Preconditioner):
     def update(self, s, x, g, oracle):
         s.t += 1
         return _accumulate_squares(s.acc, g, 1.0, 1.0), s
+
+    def fused_step(self, rule, x):
+        """The update and ``rule``'s step in one pass (``_FusedAdaGrad``) where it applies, else None."""
+        return _FusedAdaGrad(rule) if _FusedAdaGrad.applies(self, rule, x) else None
+
+
+class _FusedAdaGrad:
+    """AdaGrad's update and the power step x+ = x - lr (D + eps I)^{-1/2} g in one pass over memory:
+    torch's fused CPU AdaGrad kernel (``torch._fused_adagrad_``: acc += g * g, then x -= lr g / sqrt(acc),
+    its own eps set to 0) run on an accumulator that holds eps + sum g * g, so sqrt(acc) is the square root
+    of D + eps I that the unfused rule takes (the results agree to roundoff; tested).
+
+    The unfused rule clamps D + eps I at ``eig_floor(max)`` before the power. The kernel runs only when no
+    entry can lie below that floor: every entry is >= eps, and an upper bound U >= max(acc) (U += g^T g
+    each step; refreshed by an exact max when it nears the limit) gives eig_floor(U) <= eps. Otherwise the
+    step is the unfused one on the same accumulator (with its extremes), so the rule is kept exactly.
+    The operator returned is D = diag(acc) - eps I. CPU only (torch has no fused AdaGrad kernel elsewhere)."""
+
+    def __init__(self, rule):
+        self.lr, self.eps = float(rule.lr), float(rule.eps)
+
+    @staticmethod
+    def applies(pre, rule, x) -> bool:
+        return (getattr(torch, "_fused_adagrad_", None) is not None and type(pre) is AdaGradDiag
+                and getattr(rule, "name", None) == "power" and rule.p == -0.5 and rule.beta1 == 0
+                and rule.eps > 0 and x.device.type == "cpu" and x.ndim == 1
+                and x.dtype in (torch.float32, torch.float64))
+
+    def init(self, s: _DiagState) -> _DiagState:
+        s.acc.fill_(self.eps)
+        s.extra = {"bound": self.eps, "step": torch.zeros((), dtype=torch.float32)}
+        fi = torch.finfo(s.acc.dtype)
+        # eig_floor(U) = max(U eps(dtype), sqrt(tiny)) <= eps, i.e. U <= this limit: nothing can be clamped
+        s.extra["limit"] = self.eps / fi.eps if math.sqrt(fi.tiny) <= self.eps else -math.inf
+        return s
+
+    def step(self, s: _DiagState, x: torch.Tensor, g: torch.Tensor, owns_x: bool):
+        """(x+, D, s); x+ is written into x when ``owns_x``."""
+        s.t += 1
+        ex = s.extra
+        gg = float(torch.dot(g, g))
+        bound = ex["bound"] + gg
+        if bound > ex["limit"]:          # refresh the bound from the accumulator itself
+            bound = float(s.acc.max()) + gg
+        ex["bound"] = bound
+        x_new = x if owns_x else x.clone()
+        if bound <= ex["limit"] and g.dtype == x.dtype and g.is_contiguous() and x_new.is_contiguous():
+            torch._fused_adagrad_([x_new], [g], [s.acc], [ex["step"]], lr=self.lr, lr_decay=0.0,
+                                  weight_decay=0.0, eps=0.0, maximize=False)
+            # the kernel writes x without bumping its version counter: bump it, so no forward pass cached
+            # at the old x (``problems._common.XCache``) is reused for the new one
+            torch.autograd.graph.increment_version(x_new)
+        else:                            # unfused, with the floor rule on the extremes of eps + sum g * g
+            _accumulate_squares(s.acc, g, 1.0, 1.0).power_add(x_new, g, -0.5, 0.0, -self.lr, x_new)
+        return x_new, Shifted(ops.Diagonal(s.acc), -self.eps), s
 
 
 class AdaGradFull(Preconditioner):

@@ -49,6 +49,53 @@ def test_power_step_fast_path_matches_formula(name):
     assert s.counts["solves"] == 15
 
 
+@pytest.mark.parametrize("limit", [None, 0.0, "mid"])
+def test_fused_adagrad_matches_formula_on_both_paths(limit):
+    """AdaGrad's fused CPU step (torch's kernel on eps + sum g*g) and its unfused fallback (taken when the
+    floor rule could clamp) give the plain formula's iterates; the operator is D = diag(sum g*g)."""
+    prob, eps, steps = _problem(), pc.make_method("adagrad").params["eps"], 12
+    x, v = prob.x0().clone(), torch.zeros(prob.n, dtype=F64)
+    for _ in range(steps):   # the plain formula, out of place
+        g = prob.grad(x)
+        v = v + g * g
+        t_ = v + eps
+        x = x - 0.3 * g * torch.maximum(t_, ops.eig_floor(t_.abs().max())) ** -0.5
+    s = pc.Solver(prob, pc.make_method("adagrad", lr=0.3))
+    assert s._fused is not None
+    if limit == 0.0:        # no step can be shown clamp-free: every step unfused
+        s.pstate.extra["limit"] = 0.0
+    calls, real = [], torch._fused_adagrad_
+    try:
+        torch._fused_adagrad_ = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+        for i in range(steps):
+            if limit == "mid" and i == steps // 2:   # fused first, then unfused on the same accumulator
+                s.pstate.extra["limit"] = 0.0
+            s.step()
+    finally:
+        torch._fused_adagrad_ = real
+    assert torch.allclose(s.x, x, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(s.op.to_dense(), torch.diag(v), rtol=1e-12, atol=1e-12)
+    assert len(calls) == {None: steps, 0.0: 0, "mid": steps // 2}[limit]
+
+
+def test_fused_adagrad_keeps_the_floor_rule():
+    """Gradients so large that eps is below the floor eig_floor(max): the step clamps exactly as the
+    unfused rule does (the fused kernel, which cannot clamp, is not used)."""
+    n = 6
+    d = torch.tensor([1e12, 1e10, 1.0, 1e-3, 1e-9, 0.0], dtype=F64)
+    x0 = torch.ones(n, dtype=F64)
+    prob = pc.problems.from_function(lambda x: 0.5 * (d * x * x).sum(), x0)
+    s = pc.Solver(prob, pc.make_method("adagrad", lr=0.1))
+    assert s._fused is not None
+    s.step()
+    g = d * x0
+    t_ = g * g + 1e-10
+    floor = ops.eig_floor(t_.abs().max())
+    assert bool((t_ < floor).any())   # the floor rule bites on this step
+    ref = x0 - 0.1 * g * torch.maximum(t_, floor) ** -0.5
+    assert torch.allclose(s.x, ref, rtol=1e-13, atol=0)
+
+
 def test_diagonal_power_diag_matches_power():
     d = torch.tensor([0.0, 1e-30, 2.0, 5.0, 1e3], dtype=F64)
     D = ops.Diagonal(d)
