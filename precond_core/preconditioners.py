@@ -91,8 +91,7 @@ def _hvp_into(oracle, x: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> to
 
 
 class Shifted(ops.Operator):
-    """D + c I for an operator D and a fixed c (e.g. the ridge term lam I added to a Fisher; c < 0 where a
-    stored accumulator holds D + |c| I, as in the fused AdaGrad step)."""
+    """D + c I for an operator D and a fixed c >= 0 (e.g. the ridge term lam I added to a Fisher)."""
 
     def __init__(self, op: ops.Operator, c: float):
         self.op, self.c = op, float(c)
@@ -225,6 +224,11 @@ class AdamP(Preconditioner):
             s.out = torch.empty_like(s.acc)
         return _accumulate_squares(s.acc, g, self.beta2, 1 - self.beta2, s.out, 1.0 / (1 - self.beta2 ** s.t)), s
 
+    def fused_step(self, rule, x):
+        """The update and ``rule``'s step in one pass (``_FusedPower``) where it applies, else None."""
+        ok = type(self) is AdamP and self.beta2 > 0 and _FusedPower.applies(rule, x, True)
+        return _FusedPower(rule, self.beta2) if ok else None
+
 
 class AdaGradDiag(Preconditioner):
     name = "adagrad"
@@ -237,59 +241,122 @@ class AdaGradDiag(Preconditioner):
         return _accumulate_squares(s.acc, g, 1.0, 1.0), s
 
     def fused_step(self, rule, x):
-        """The update and ``rule``'s step in one pass (``_FusedAdaGrad``) where it applies, else None."""
-        return _FusedAdaGrad(rule) if _FusedAdaGrad.applies(self, rule, x) else None
+        """The update and ``rule``'s step in one pass (``_FusedPower``) where it applies, else None."""
+        return _FusedPower(rule, None) if type(self) is AdaGradDiag and _FusedPower.applies(rule, x, False) else None
 
 
-class _FusedAdaGrad:
-    """AdaGrad's update and the power step x+ = x - lr (D + eps I)^{-1/2} g in one pass over memory:
-    torch's fused CPU AdaGrad kernel (``torch._fused_adagrad_``: acc += g * g, then x -= lr g / sqrt(acc),
-    its own eps set to 0) run on an accumulator that holds eps + sum g * g, so sqrt(acc) is the square root
-    of D + eps I that the unfused rule takes (the results agree to roundoff; tested).
+class _AffineDiagonal(ops.Operator):
+    """D = a diag(d) + b I for a stored vector d (the fused steps keep d = D + eps I, scaled): an
+    ``ops.Diagonal`` of a d + b is formed only when the operator is used (the fused step does not use it)."""
 
-    The unfused rule clamps D + eps I at ``eig_floor(max)`` before the power. The kernel runs only when no
-    entry can lie below that floor: every entry is >= eps, and an upper bound U >= max(acc) (U += g^T g
-    each step; refreshed by an exact max when it nears the limit) gives eig_floor(U) <= eps. Otherwise the
-    step is the unfused one on the same accumulator (with its extremes), so the rule is kept exactly.
-    The operator returned is D = diag(acc) - eps I. CPU only (torch has no fused AdaGrad kernel elsewhere)."""
+    def __init__(self, d: torch.Tensor, a: float, b: float):
+        self.d_stored, self.a, self.b = d, float(a), float(b)
+        self.n, self.dtype, self.device = d.shape[0], d.dtype, d.device
+        self._op = None
 
-    def __init__(self, rule):
-        self.lr, self.eps = float(rule.lr), float(rule.eps)
+    def diagonal(self) -> ops.Diagonal:
+        if self._op is None:
+            self._op = ops.Diagonal(torch.add(torch.mul(self.d_stored, self.a), self.b))
+        return self._op
+
+    def mv(self, v):
+        return self.diagonal().mv(v)
+
+    def solve(self, v, shift=0.0):
+        return self.diagonal().solve(v, shift)
+
+    def solve_add_(self, x, v, alpha, shift=0.0):
+        return self.diagonal().solve_add_(x, v, alpha, shift)
+
+    def power(self, v, p, shift=0.0):
+        return self.diagonal().power(v, p, shift)
+
+    @property
+    def nbytes(self):
+        return tensor_bytes(self.d_stored)
+
+    def to_dense(self):
+        return self.diagonal().to_dense()
+
+
+class _FusedPower:
+    """A diagonal preconditioner's update and the power step x+ = x - lr (D + eps I)^{-1/2} m in one pass
+    over memory, through torch's fused CPU kernels with their own eps set to 0, on an accumulator that
+    holds D + eps I (scaled), so the kernel's square root is that of D + eps I as in the unfused rule
+    (results agree to roundoff; tests/test_floor.py):
+
+    - AdaGrad (``torch._fused_adagrad_``: acc += g * g; x -= lr g / sqrt(acc)): acc = eps + sum g * g.
+    - Adam (``torch._fused_adam_``: m lerp, v = beta2 v + (1 - beta2) g * g, x -= lr / bc1 m / sqrt(v / bc2),
+      bc_i = 1 - beta_i^t): v = EMA + eps bc2, kept so by adding (1 - beta2) eps / beta2 before each call
+      (the kernel then decays it with v; beta2 > 0). m is the step rule's momentum buffer.
+
+    The unfused rule clamps D + eps I at ``eig_floor(max)`` before the power; the kernel runs only when no
+    entry can lie below that floor: every entry is >= eps (up to roundoff; a factor 2 of margin), and an
+    upper bound U >= max(acc) (grown by g^T g each step, refreshed by an exact max when it nears the limit)
+    gives eig_floor(U) <= eps / 2. Otherwise the step is the unfused rule on the same accumulator, so the
+    floor rule is kept exactly. CPU only (torch has no fused AdaGrad kernel elsewhere)."""
+
+    def __init__(self, rule, beta2: float | None):
+        self.lr, self.eps, self.beta1, self.beta2 = float(rule.lr), float(rule.eps), float(rule.beta1), beta2
 
     @staticmethod
-    def applies(pre, rule, x) -> bool:
-        return (getattr(torch, "_fused_adagrad_", None) is not None and type(pre) is AdaGradDiag
-                and getattr(rule, "name", None) == "power" and rule.p == -0.5 and rule.beta1 == 0
-                and rule.eps > 0 and x.device.type == "cpu" and x.ndim == 1
-                and x.dtype in (torch.float32, torch.float64))
+    def applies(rule, x, adam: bool) -> bool:
+        kernel = "_fused_adam_" if adam else "_fused_adagrad_"
+        return (getattr(torch, kernel, None) is not None and getattr(rule, "name", None) == "power"
+                and rule.p == -0.5 and rule.eps > 0 and (rule.beta1 > 0 if adam else rule.beta1 == 0)
+                and x.device.type == "cpu" and x.ndim == 1 and x.dtype in (torch.float32, torch.float64))
 
     def init(self, s: _DiagState) -> _DiagState:
-        s.acc.fill_(self.eps)
-        s.extra = {"bound": self.eps, "step": torch.zeros((), dtype=torch.float32)}
+        s.acc.fill_(0.0 if self.beta2 is not None else self.eps)
         fi = torch.finfo(s.acc.dtype)
-        # eig_floor(U) = max(U eps(dtype), sqrt(tiny)) <= eps, i.e. U <= this limit: nothing can be clamped
-        s.extra["limit"] = self.eps / fi.eps if math.sqrt(fi.tiny) <= self.eps else -math.inf
+        # eig_floor(U') = max(U' eps(dtype), sqrt(tiny)) <= eps / 2 for U' >= max(D + eps I): nothing can be clamped
+        limit = 0.5 * self.eps / fi.eps if math.sqrt(fi.tiny) <= 0.5 * self.eps else -math.inf
+        s.extra = {"bound": float(s.acc.max()) if s.acc.numel() else 0.0, "limit": limit,
+                   "step": torch.zeros((), dtype=torch.float32)}
         return s
 
-    def step(self, s: _DiagState, x: torch.Tensor, g: torch.Tensor, owns_x: bool):
-        """(x+, D, s); x+ is written into x when ``owns_x``."""
+    def step(self, s: _DiagState, rs, x: torch.Tensor, g: torch.Tensor, owns_x: bool):
+        """(x+, D, s) for the preconditioner state ``s`` and the power rule's state ``rs``; x+ is written into
+        x when ``owns_x``."""
         s.t += 1
-        ex = s.extra
+        rs.t += 1
+        ex, t, b2 = s.extra, s.t, self.beta2
         gg = float(torch.dot(g, g))
-        bound = ex["bound"] + gg
-        if bound > ex["limit"]:          # refresh the bound from the accumulator itself
-            bound = float(s.acc.max()) + gg
-        ex["bound"] = bound
         x_new = x if owns_x else x.clone()
-        if bound <= ex["limit"] and g.dtype == x.dtype and g.is_contiguous() and x_new.is_contiguous():
-            torch._fused_adagrad_([x_new], [g], [s.acc], [ex["step"]], lr=self.lr, lr_decay=0.0,
-                                  weight_decay=0.0, eps=0.0, maximize=False)
-            # the kernel writes x without bumping its version counter: bump it, so no forward pass cached
+        fusable = g.dtype == x.dtype and g.is_contiguous() and x_new.is_contiguous()
+        if b2 is None:                                       # AdaGrad: U >= max(eps + sum g * g)
+            bound = ex["bound"] + gg
+            if bound > ex["limit"]:
+                bound = float(s.acc.max()) + gg
+            ex["bound"], scale = bound, 1.0
+        else:                                                # Adam: U >= max(v), v / bc2 = D + eps I
+            bc2 = 1.0 - b2 ** t
+            off = (1.0 - b2) * self.eps
+            bound = b2 * ex["bound"] + off + (1.0 - b2) * gg
+            if bound / bc2 > ex["limit"]:
+                bound = b2 * float(s.acc.max()) + off + (1.0 - b2) * gg
+            ex["bound"], scale = bound, 1.0 / bc2
+            s.acc.add_(off / b2)                             # the kernel decays it with v
+        ex["step"].fill_(t)
+        if fusable and bound * scale <= ex["limit"]:
+            if b2 is None:
+                torch._fused_adagrad_([x_new], [g], [s.acc], [ex["step"]], lr=self.lr, lr_decay=0.0,
+                                      weight_decay=0.0, eps=0.0, maximize=False)
+            else:
+                torch._fused_adam_([x_new], [g], [rs.m], [s.acc], [], [ex["step"]], lr=self.lr,
+                                   beta1=self.beta1, beta2=b2, weight_decay=0.0, eps=0.0, amsgrad=False,
+                                   maximize=False)
+            # the kernels write x without bumping its version counter: bump it, so no forward pass cached
             # at the old x (``problems._common.XCache``) is reused for the new one
             torch.autograd.graph.increment_version(x_new)
-        else:                            # unfused, with the floor rule on the extremes of eps + sum g * g
+        elif b2 is None:                 # unfused, with the floor rule on the extremes of eps + sum g * g
             _accumulate_squares(s.acc, g, 1.0, 1.0).power_add(x_new, g, -0.5, 0.0, -self.lr, x_new)
-        return x_new, Shifted(ops.Diagonal(s.acc), -self.eps), s
+        else:                            # unfused Adam on the same accumulator (and its extremes)
+            if s.out is None:
+                s.out = torch.empty_like(s.acc)
+            rs.m.lerp_(g, 1 - self.beta1)
+            _accumulate_squares(s.acc, g, b2, 1 - b2, s.out, scale).power_add(x_new, rs.m, -0.5, 0.0, -self.lr / (1 - self.beta1 ** t), x_new)
+        return x_new, _AffineDiagonal(s.acc, scale, -self.eps), s
 
 
 class AdaGradFull(Preconditioner):

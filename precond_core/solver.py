@@ -122,8 +122,7 @@ class Solver:
         pre, rule, oracle = self.method.preconditioner, self.method.step_rule, self.oracle
         if self._fused is not None:
             owns = self.owns_x()
-            x_new, self.op, self.pstate = self._fused.step(self.pstate, self.x, self.g, owns)
-            self.sstate.t += 1
+            x_new, self.op, self.pstate = self._fused.step(self.pstate, self.sstate, self.x, self.g, owns)
             oracle.solves += 1
             self.x, self.g = x_new, None
             self.f, self.g = oracle.loss_grad(x_new)

@@ -49,33 +49,43 @@ def test_power_step_fast_path_matches_formula(name):
     assert s.counts["solves"] == 15
 
 
+@pytest.mark.parametrize("name", ["adagrad", "adam"])
 @pytest.mark.parametrize("limit", [None, 0.0, "mid"])
-def test_fused_adagrad_matches_formula_on_both_paths(limit):
-    """AdaGrad's fused CPU step (torch's kernel on eps + sum g*g) and its unfused fallback (taken when the
-    floor rule could clamp) give the plain formula's iterates; the operator is D = diag(sum g*g)."""
-    prob, eps, steps = _problem(), pc.make_method("adagrad").params["eps"], 12
-    x, v = prob.x0().clone(), torch.zeros(prob.n, dtype=F64)
-    for _ in range(steps):   # the plain formula, out of place
-        g = prob.grad(x)
-        v = v + g * g
-        t_ = v + eps
-        x = x - 0.3 * g * torch.maximum(t_, ops.eig_floor(t_.abs().max())) ** -0.5
-    s = pc.Solver(prob, pc.make_method("adagrad", lr=0.3))
+def test_fused_power_step_matches_formula_on_both_paths(name, limit):
+    """The fused CPU step (torch's AdaGrad / Adam kernel on an accumulator holding D + eps I) and its unfused
+    fallback (taken when the floor rule could clamp) give the plain formula's iterates, and the operator
+    is D (sum g*g; Adam: the bias-corrected EMA of g*g)."""
+    prob, steps, adam = _problem(), 12, name == "adam"
+    kw = {"lr": 0.3, "eps": 1e-8} if adam else {"lr": 0.3}
+    method = pc.make_method(name, **kw)
+    p = method.params
+    s = pc.Solver(prob, method)
     assert s._fused is not None
     if limit == 0.0:        # no step can be shown clamp-free: every step unfused
         s.pstate.extra["limit"] = 0.0
-    calls, real = [], torch._fused_adagrad_
+    kernel = "_fused_adam_" if adam else "_fused_adagrad_"
+    calls, real = [], getattr(torch, kernel)
     try:
-        torch._fused_adagrad_ = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+        setattr(torch, kernel, lambda *a, **k: (calls.append(1), real(*a, **k))[1])
         for i in range(steps):
             if limit == "mid" and i == steps // 2:   # fused first, then unfused on the same accumulator
                 s.pstate.extra["limit"] = 0.0
             s.step()
     finally:
-        torch._fused_adagrad_ = real
-    assert torch.allclose(s.x, x, rtol=1e-12, atol=1e-14)
-    assert torch.allclose(s.op.to_dense(), torch.diag(v), rtol=1e-12, atol=1e-12)
+        setattr(torch, kernel, real)
+    ref = _ref_power_run(prob, 0.3, p["beta1"], p.get("beta2", 0.0), p["eps"], steps, adam=adam)
+    assert torch.allclose(s.x, ref, rtol=1e-12, atol=1e-14)
     assert len(calls) == {None: steps, 0.0: 0, "mid": steps // 2}[limit]
+    xs = [prob.x0().clone()]   # the iterates of the plain formula, and the gradients there
+    for t in range(1, steps):
+        xs.append(_ref_power_run(prob, 0.3, p["beta1"], p.get("beta2", 0.0), p["eps"], t, adam=adam))
+    gs = [prob.grad(xi) for xi in xs]
+    if adam:
+        b2 = p["beta2"]
+        D = sum((1 - b2) * b2 ** (steps - 1 - i) * gi * gi for i, gi in enumerate(gs)) / (1 - b2 ** steps)
+    else:
+        D = sum(gi * gi for gi in gs)
+    assert torch.allclose(s.op.to_dense(), torch.diag(D), rtol=1e-10, atol=1e-14)
 
 
 def test_fused_adagrad_keeps_the_floor_rule():
