@@ -38,6 +38,7 @@ import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import operators as ops
@@ -832,8 +833,20 @@ class LBFGSState:
         v = self._cache.get(key)
         if v is None:
             W = self.W[r0:r1]
-            v = self._cache[key] = (r0, r1, W, W.T, (self.P[0, r0:r1], self.P[1, r0:r1]), self.cw[r0:r1])
+            v = self._cache[key] = (r0, r1, W, W.T, (self.P[0, r0:r1], self.P[1, r0:r1]), self.cw[r0:r1],
+                                    W.numpy() if self.host else None)
         return v
+
+    def _products_of_g(self, g, blocks, cur: int) -> None:
+        """P[cur][rows] = W[rows] @ g. On CPU by NumPy's BLAS on the contiguous row blocks (its gemv reads
+        W faster than torch's here), else torch."""
+        gn = g.numpy() if self.host and g.is_contiguous() and not g.requires_grad else None
+        Pn = self.a["P"][cur] if gn is not None else None
+        for r0, r1, Wb, _, pb, _, Wn in blocks:
+            if gn is not None:
+                np.dot(Wn, gn, out=Pn[r0:r1])
+            else:
+                torch.mv(Wb, g, out=pb[cur])
 
     # -- the small algebra (NumPy arrays on CPU, tensors elsewhere: operators and slicing only) ---------
     def _append(self, j: int, ys: float, yy: float, r, u) -> None:
@@ -876,7 +889,7 @@ class LBFGSState:
 
     def products(self, v, blocks, out):
         """out[rows] = W[rows] @ v for the row ranges ``blocks`` (other entries untouched)."""
-        for r0, r1, Wb, _, _, _ in blocks:
+        for r0, r1, Wb, *_ in blocks:
             torch.mv(Wb, v, out=out[r0:r1])
         return out
 
@@ -890,7 +903,7 @@ class LBFGSState:
                 torch.mul(v, ag, out=out)
             else:
                 out.add_(v, alpha=ag)
-            for _, _, _, WbT, _, cb in blocks:
+            for _, _, _, WbT, _, cb, _ in blocks:
                 out.addmv_(WbT, cb, alpha=alpha)
             return out
         for c0, c1 in self._chunks():
@@ -899,7 +912,7 @@ class LBFGSState:
                 torch.mul(vc, ag, out=o)
             else:
                 o.add_(vc, alpha=ag)
-            for _, _, _, WbT, _, cb in blocks:
+            for _, _, _, WbT, _, cb, _ in blocks:
                 o.addmv_(WbT[c0:c1], cb, alpha=alpha)
         return out
 
@@ -927,8 +940,6 @@ class LBFGSState:
             torch.sub(g, gp, out=y_row)
             gp.copy_(g)
             stats.addmm_(pair, pair.T, beta=0.0)
-            for _, _, Wb, _, pb, _ in blocks:
-                torch.mv(Wb, g, out=pb[cur])
         else:
             for k, (c0, c1) in enumerate(self._chunks()):
                 xc, xpc, gc, gpc = x[c0:c1], xp[c0:c1], g[c0:c1], gp[c0:c1]
@@ -939,8 +950,7 @@ class LBFGSState:
                 pc = pair[:, c0:c1]
                 beta = 0.0 if k == 0 else 1.0        # beta = 0: the buffers' old contents are ignored
                 stats.addmm_(pc, pc.T, beta=beta)
-                for _, _, Wb, _, pb, _ in blocks:
-                    pb[cur].addmv_(Wb[:, c0:c1], gc, beta=beta)
+        self._products_of_g(g, blocks, cur)
         (ss, sy), (_, yy) = stats.tolist()
         a = self.a
         if sy > 1e-12 * math.sqrt(ss) * math.sqrt(yy):
