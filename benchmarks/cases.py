@@ -219,9 +219,18 @@ def make_method(method: str, k: int | None = None, step: str | None = None):
     return pc.make_method(method, **kw)
 
 
+def steady_warm(solver) -> int:
+    """Untimed steps that bring ``solver`` to its method's steady state: the preconditioner's memory + 1
+    (a limited-memory method such as L-BFGS then holds a full memory of pairs, as in a long run; timing
+    it earlier would average the cheap steps of a partly filled memory), at least 1 (lazy allocations and
+    first-call work)."""
+    return max(1, int(getattr(solver.method.preconditioner, "memory", 0) or 0) + 1)
+
+
 def make_solver(method: str, n: int, device: str = "cpu", k: int | None = None, seed: int = SEED,
-                warm: int = 1, family: str = "scalable", step: str | None = None):
-    """A ``pc.Solver`` of ``method`` on the scalable problem of size n, after ``warm`` steps.
+                warm: int | None = None, family: str = "scalable", step: str | None = None):
+    """A ``pc.Solver`` of ``method`` on the scalable problem of size n, after ``warm`` steps (default
+    :func:`steady_warm`: the method's steady state, e.g. a full L-BFGS memory).
 
     The warm-up steps run lazy allocations and first-call work outside the timed region.
     """
@@ -234,7 +243,7 @@ def make_solver(method: str, n: int, device: str = "cpu", k: int | None = None, 
         solver = pc.Solver(problem, m, seed=seed)
     except ValueError as exc:            # e.g. a regularized step without a known sigma on this problem
         raise Skip(f"{m.label} cannot run on this problem: {exc}") from None
-    for _ in range(warm):
+    for _ in range(steady_warm(solver) if warm is None else warm):
         solver.step()
     return solver
 
@@ -257,7 +266,7 @@ def step_fn(solver, device: str):
 
 def fresh_step(method: str, n: int, device: str = "cpu", k: int | None = None):
     """``(setup, target)`` for pytest-benchmark's ``pedantic``: ``setup`` builds the solver afresh (seeded
-    start, one warm step) and ``target`` times its next step. Every round then times the same step of
+    start, :func:`steady_warm` warm steps) and ``target`` times its next step. Every round then times the same step of
     the working regime; a solver stepped over and over would reach the optimum, where steps of
     line-search rules cost several evaluations and no run of a user spends its time."""
     def setup():

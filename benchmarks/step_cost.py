@@ -9,7 +9,10 @@ A method written ``name@step`` runs with that step rule in its own lane (several
 For every method and n (the skip rules of ``cases.py`` apply: a method with a size limit runs only up
 to it), the median and mean seconds per ``Solver.step()`` and the median seconds per gradient on the
 same problem, timed round-robin (each round: one step of every method, one gradient, one HVP), their
-ratios, and the oracle calls per step; then, for each matrix-free method measured at two or more n, the
+ratios, and the oracle calls per step. Every lane is timed in its method's steady state: it first runs
+``cases.steady_warm`` untimed steps (the preconditioner's memory + 1, at least 1; for L-BFGS a full
+memory of pairs, so the figure is not an average over memory fill levels), both when it is created and
+when a converged lane is restarted; then, for each matrix-free method measured at two or more n, the
 least-squares slope of log(seconds per step) against log(n) (1 means linear growth). The table is
 printed and written to ``results/step_cost-<time>.csv`` and ``.json`` (``--out`` to choose the stem).
 """
@@ -65,8 +68,9 @@ def own_problem(problem):
     return fresh
 
 
-def make_lane_solver(method, n, device, family="scalable", step=None, warm=1):
-    """``cases.make_solver`` on a problem object of the method's own (:func:`own_problem`)."""
+def make_lane_solver(method, n, device, family="scalable", step=None, warm=None):
+    """``cases.make_solver`` on a problem object of the method's own (:func:`own_problem`), after ``warm``
+    untimed steps (default ``cases.steady_warm``: the method's memory + 1, at least 1)."""
     cases.require_device(device)
     cases.check_size(method, n, None)
     problem = own_problem(cases.PROBLEM_FAMILIES[family](n, device, cases.SEED))
@@ -76,7 +80,7 @@ def make_lane_solver(method, n, device, family="scalable", step=None, warm=1):
         solver = pc.Solver(problem, m, seed=cases.SEED)
     except ValueError as exc:
         raise cases.Skip(f"{m.label} cannot run on this problem: {exc}") from None
-    for _ in range(warm):
+    for _ in range(cases.steady_warm(solver) if warm is None else warm):
         solver.step()
     return solver
 

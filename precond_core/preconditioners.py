@@ -38,6 +38,7 @@ import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import operators as ops
@@ -856,36 +857,329 @@ class KFAC(Preconditioner):
         return _with_lam(op, p.lam), s
 
 
-class LBFGSInverse(ops.Operator):
-    """H^{-1} ~= the L-BFGS two-loop recursion over pairs (s_i, y_i); ``solve`` applies it.
+_LBFGS_CHUNK = 1 << 17   # entries per chunk of the L-BFGS passes on CPU (the vectors' slices stay in cache)
 
-    ``mv`` (the direct approximation) is not needed by the methods and not provided; ``to_dense``
-    inverts the solve for tests. Memory O(n m).
+
+class LBFGSState:
+    """The L-BFGS memory in preallocated buffers (nothing n-sized is allocated after ``__init__``).
+
+    Pairs live in ``memory + 1`` slots of one row-major (2 (memory + 1), n) buffer ``W`` (slot j: s in row
+    2j, y in row 2j + 1): ``memory`` active slots (``active``, oldest first) and a spare that receives the
+    next pair; an accepted pair makes the spare active and the dropped oldest slot the next spare, a refused
+    one leaves the spare as it is. ``xp``, ``gp`` are copies of the previous x and g (the caller's x is never
+    held, so a step rule may overwrite it in place).
+
+    The inverse is applied in the compact form of Byrd, Nocedal and Schnabel (1994, eq. 3.1):
+    H = gamma I + [S, gamma Y] M [S, gamma Y]^T with M = [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]],
+    R the upper triangle of S^T Y (s_i^T y_j, i no newer than j), D its diagonal, gamma = s^T y / y^T y of
+    the newest pair: H v = gamma v + W^T c with c from the 2 (memory + 1) products p = W v and a small
+    system, i.e. two passes over ``W`` (the two-loop recursion takes four). The small matrices are kept in
+    slot coordinates, with the rows and columns of inactive slots of ``Rinv`` zero: ``Rinv`` = R^-1 (appending
+    the newest pair adds a column, dropping the oldest zeroes its row and column: the trailing block of an
+    upper-triangular inverse is the inverse of the trailing block), ``YY`` = Y^T Y and ``D``; entries of
+    inactive slots in ``YY``, ``D`` and p only ever meet zero coefficients. The new column of R and row
+    of Y^T Y come from p of this update and of the previous one: S^T y = S^T g - S^T g_prev (no pass over
+    ``W``). On CPU the small algebra runs on NumPy views of the same buffers (no per-operation dispatch
+    cost); elsewhere in torch on the device. The only host read per update is the new pair's
+    (s^T s, s^T y, y^T y), which the curvature test needs.
     """
 
-    def __init__(self, S: list, Y: list, n: int, dtype, device, rho: list | None = None, gamma=None):
-        self.S, self.Y, self.n, self.dtype, self.device = S, Y, n, dtype, device
-        # rho_i = 1 / (y_i^T s_i) and the initial scaling gamma = s^T y / y^T y of the newest pair, cached
-        # by ``LBFGS.update`` when each pair is stored (computed here only when not given)
-        self.rho = rho if rho is not None else [1.0 / torch.dot(y, s) for s, y in zip(S, Y)]
-        if gamma is None and S:
-            gamma = torch.dot(S[-1], Y[-1]) / torch.dot(Y[-1], Y[-1])
-        self.gamma = gamma
+    def __init__(self, memory: int, n: int, dtype, device):
+        self.memory, self.n, self.dtype, self.device = memory, n, dtype, torch.device(device)
+        slots = memory + 1
+        kw = {"dtype": dtype, "device": device}
+        self.W = torch.zeros(2 * slots, n, **kw)
+        self.xp, self.gp, self.q = torch.zeros(n, **kw), torch.zeros(n, **kw), torch.zeros(n, **kw)
+        self.P, self.cw = torch.zeros(2, 2 * slots, **kw), torch.zeros(2 * slots, **kw)   # P[cur]: W g of this update
+        self.cur = 0
+        self.Rinv, self.YY = torch.zeros(slots, slots, **kw), torch.zeros(slots, slots, **kw)
+        self.D, self.stats = torch.zeros(slots, **kw), torch.zeros(2, 2, **kw)
+        self.host = self.device.type == "cpu"
+        # CPU and n above one chunk: the passes run chunk by chunk (each slice of x, g read from memory once)
+        self.chunked = self.host and n > _LBFGS_CHUNK
+        self.used = 0                      # slots written so far (rows [0, 2 used) of W)
+        self._cache: dict = {}
+        self.active: list[int] = []        # chronological, oldest first
+        self.spare = 0
+        self.gamma = 1.0                   # s^T y / y^T y of the newest pair (a Python float)
+        self.started = False               # xp, gp hold a previous point
+        self.version = 0                   # updates so far (an operator checks it is still current)
+        self.refused = 0
+        self._pair_blocks = self._solve_blocks = ()
+        self._small()
+
+    def _small(self):
+        """The small buffers as the small algebra sees them: NumPy views on CPU, the tensors elsewhere."""
+        names = ("P", "cw", "Rinv", "YY", "D")
+        self.a = {k: getattr(self, k).numpy() if self.host else getattr(self, k) for k in names}
+
+    @property
+    def p(self):
+        """W g of the last update (entries of the slots it covered)."""
+        return self.P[self.cur]
+
+    # -- pairs, oldest first (views of ``W``) ----------------------------------------------------------
+    @property
+    def S(self) -> list:
+        return [self.W[2 * j] for j in self.active]
+
+    @property
+    def Y(self) -> list:
+        return [self.W[2 * j + 1] for j in self.active]
+
+    @property
+    def rho(self) -> list:
+        return [1.0 / float(self.D[j]) for j in self.active]
+
+    def _blocks(self, slots) -> tuple:
+        """Row ranges of ``W`` that cover ``slots``: in one chunk all written rows (one gemv; on CPU the
+        written rows come from cache and leaving one slot out saves nothing), else the maximal runs of
+        consecutive slots (the rows that are read from memory are the ones needed)."""
+        key = (tuple(slots), self.used)
+        out = self._cache.get(key)
+        if out is None:
+            if not self.chunked:
+                runs = [[0, 2 * self.used]] if self.used else []
+            else:
+                runs = []
+                for j in sorted(slots):
+                    if runs and runs[-1][1] == 2 * j:
+                        runs[-1][1] = 2 * j + 2
+                    else:
+                        runs.append([2 * j, 2 * j + 2])
+            out = tuple(self._views(a, b) for a, b in runs)
+            self._cache[key] = out
+        return out
+
+    def _views(self, r0: int, r1: int):
+        """(r0, r1, W rows, their transpose, P[0] and P[1] entries, cw entries): cached views."""
+        key = ("views", r0, r1)
+        v = self._cache.get(key)
+        if v is None:
+            W = self.W[r0:r1]
+            v = self._cache[key] = (r0, r1, W, W.T, (self.P[0, r0:r1], self.P[1, r0:r1]), self.cw[r0:r1],
+                                    W.numpy() if self.host else None)
+        return v
+
+    def _products_of_g(self, g, blocks, cur: int) -> None:
+        """P[cur][rows] = W[rows] @ g. On CPU by NumPy's BLAS on the contiguous row blocks (its gemv reads
+        W faster than torch's here), else torch."""
+        gn = g.numpy() if self.host and g.is_contiguous() and not g.requires_grad else None
+        Pn = self.a["P"][cur] if gn is not None else None
+        for r0, r1, Wb, _, pb, _, Wn in blocks:
+            if gn is not None:
+                np.dot(Wn, gn, out=Pn[r0:r1])
+            else:
+                torch.mv(Wb, g, out=pb[cur])
+
+    # -- the small algebra (NumPy arrays on CPU, tensors elsewhere: operators and slicing only) ---------
+    def _append(self, j: int, ys: float, yy: float, r, u) -> None:
+        """Make slot j the newest pair (dropping the oldest when full); ``r``, ``u``: s_i^T y_j and y_i^T y_j
+        for every slot i (entries of inactive slots are ignored)."""
+        a = self.a
+        Rinv, YY = a["Rinv"], a["YY"]
+        if len(self.active) == self.memory:
+            o = self.active.pop(0)
+            Rinv[o, :] = 0
+            Rinv[:, o] = 0
+            self.spare = o
+        else:
+            self.spare = len(self.active) + 1
+        col = Rinv @ r                          # R^-1 r over the old pairs (Rinv's column j is zero)
+        Rinv[:, j] = col * (-1.0 / ys)
+        Rinv[j, j] = 1.0 / ys
+        YY[:, j] = u
+        YY[j, :] = u
+        YY[j, j] = yy
+        a["D"][j] = ys
+        self.active.append(j)
+        self.gamma = ys / yy
+
+    def coefficients(self, p):
+        """c (rows of ``W``, zero on inactive slots) with H v = gamma v + W^T c, from p = W v."""
+        a, g = self.a, self.gamma
+        Rinv = a["Rinv"]
+        alpha = Rinv @ p[0::2]
+        b = a["D"] * alpha + g * (a["YY"] @ alpha - p[1::2])
+        cw = a["cw"]
+        cw[0::2] = Rinv.T @ b
+        cw[1::2] = alpha * (-g)
+        return self.cw
+
+    # -- n-sized passes ----------------------------------------------------------------------------------
+    def _chunks(self):
+        n, c = self.n, _LBFGS_CHUNK
+        return [(i, min(n, i + c)) for i in range(0, n, c)]
+
+    def products(self, v, blocks, out):
+        """out[rows] = W[rows] @ v for the row ranges ``blocks`` (other entries untouched)."""
+        for r0, r1, Wb, *_ in blocks:
+            torch.mv(Wb, v, out=out[r0:r1])
+        return out
+
+    def apply(self, v, cw, alpha: float, x, out):
+        """x + alpha (gamma v + W^T cw) over the active rows, into ``out`` (``x`` is ``out``: in place; ``x``
+        None: alpha (gamma v + W^T cw)); chunked on CPU so each slice of x and v is read and written once.
+        ``cw`` is the state's ``cw`` (its cached row views are used)."""
+        blocks, ag = self._solve_blocks, alpha * self.gamma
+        if not self.chunked:
+            if x is None:
+                torch.mul(v, ag, out=out)
+            else:
+                out.add_(v, alpha=ag)
+            for _, _, _, WbT, _, cb, _ in blocks:
+                out.addmv_(WbT, cb, alpha=alpha)
+            return out
+        for c0, c1 in self._chunks():
+            o, vc = out[c0:c1], v[c0:c1]
+            if x is None:
+                torch.mul(vc, ag, out=o)
+            else:
+                o.add_(vc, alpha=ag)
+            for _, _, _, WbT, _, cb, _ in blocks:
+                o.addmv_(WbT[c0:c1], cb, alpha=alpha)
+        return out
+
+    def update(self, x, g) -> None:
+        """Form the pair (x - xp, g - gp) in the spare slot, keep it if y^T s > 1e-12 ||s|| ||y||, store x, g
+        as the next xp, gp and p = W g over the slots that stay active (the solve of g reuses it)."""
+        self.version += 1
+        if not self.started:
+            self.xp.copy_(x)
+            self.gp.copy_(g)
+            self.started = True
+            self._solve_blocks = ()
+            return
+        self.cur = cur = 1 - self.cur          # this update's W g goes into P[cur], the previous one's is P[1 - cur]
+        j, W, xp, gp, stats = self.spare, self.W, self.xp, self.gp, self.stats
+        self.used = max(self.used, j + 1)
+        full = len(self.active) == self.memory
+        o = self.active[0] if full else None
+        # slots whose products with g the update and the solve need (the oldest is dropped if the pair is kept)
+        blocks = self._blocks([i for i in self.active if i != o] + [j])
+        s_row, y_row, pair = W[2 * j], W[2 * j + 1], W[2 * j:2 * j + 2]
+        if not self.chunked:
+            torch.sub(x, xp, out=s_row)
+            xp.copy_(x)
+            torch.sub(g, gp, out=y_row)
+            gp.copy_(g)
+            stats.addmm_(pair, pair.T, beta=0.0)
+        else:
+            for k, (c0, c1) in enumerate(self._chunks()):
+                xc, xpc, gc, gpc = x[c0:c1], xp[c0:c1], g[c0:c1], gp[c0:c1]
+                torch.sub(xc, xpc, out=s_row[c0:c1])
+                xpc.copy_(xc)
+                torch.sub(gc, gpc, out=y_row[c0:c1])
+                gpc.copy_(gc)
+                pc = pair[:, c0:c1]
+                beta = 0.0 if k == 0 else 1.0        # beta = 0: the buffers' old contents are ignored
+                stats.addmm_(pc, pc.T, beta=beta)
+        self._products_of_g(g, blocks, cur)
+        (ss, sy), (_, yy) = stats.tolist()
+        a = self.a
+        if sy > 1e-12 * math.sqrt(ss) * math.sqrt(yy):
+            P = a["P"]
+            d = P[cur] - P[1 - cur]                # S^T y and Y^T y of the stored pairs, from W g - W g_prev
+            self._append(j, sy, yy, d[0::2], d[1::2])
+        else:
+            self.refused += 1
+            if not math.isfinite(ss + sy + yy):
+                pair.zero_()                       # a spare's rows only meet zero coefficients: keep them finite
+            if o is not None and self.chunked:     # the oldest pair stays: its products with g
+                self.products(g, (self._views(2 * o, 2 * o + 2),), self.P[cur])
+        self._solve_blocks = self._blocks(self.active)
+
+
+class LBFGSInverse(ops.Operator):
+    """H^{-1} ~= the L-BFGS inverse-Hessian approximation over the pairs of an ``LBFGSState``; ``solve``
+    applies it (compact form, equal to the two-loop recursion up to roundoff), ``solve_add_`` writes
+    x + alpha H^{-1} g into x without an n-sized temporary.
+
+    The operator is a view of the state: it is valid until the next ``LBFGS.update`` (then it raises). The
+    products W g of the update's g are reused by the solve of that g; the first such solve returns the
+    state's buffer ``q`` (overwritten by the next update's first solve: the step rules use it within the
+    step), any other solve a fresh tensor. ``mv`` is not provided; ``to_dense`` inverts the solve (tests).
+    Memory O(n m).
+    """
+
+    def __init__(self, state: LBFGSState, g=None):
+        import weakref
+        self.state, self.n, self.dtype, self.device = state, state.n, state.dtype, state.device
+        self._version = state.version
+        self._g = None if g is None else weakref.ref(g)
+        self._g_version = None if g is None else g._version
+        self._q_used = False
+
+    @classmethod
+    def from_pairs(cls, S: list, Y: list, memory: int | None = None) -> "LBFGSInverse":
+        """The operator of the pairs (s_i, y_i), oldest first, all kept (no curvature test), the last
+        ``memory`` (default: all) active; for tests and direct use."""
+        n, dtype, device = S[0].shape[0], S[0].dtype, S[0].device
+        st = LBFGSState(memory or len(S), n, dtype, device)
+        for s, y in zip(S, Y):
+            j = st.spare
+            st.W[2 * j].copy_(s)
+            st.W[2 * j + 1].copy_(y)
+            w = st.W @ st.W[2 * j + 1]
+            w_ = w.numpy() if st.host else w
+            st._append(j, float(torch.dot(s, y)), float(torch.dot(y, y)), w_[0::2], w_[1::2])
+        st.used = min(len(S), st.memory + 1)
+        st._solve_blocks = st._blocks(st.active)
+        st.started, st.version = True, st.version + 1
+        return cls(st)
+
+    @property
+    def gamma(self) -> float:
+        return self.state.gamma
+
+    def _current(self):
+        if self.state.version != self._version:
+            raise RuntimeError("this L-BFGS operator was superseded by a later update of its state")
+        return self.state
+
+    def _coefficients(self, st, v):
+        """(c, reused): c with H v = gamma v + W^T c; reused when v is the update's g (its products kept)."""
+        g = self._g() if self._g is not None else None
+        if v is g and v._version == self._g_version:
+            return st.coefficients(st.a["P"][st.cur]), True
+        p = torch.zeros(2 * (st.memory + 1), dtype=st.dtype, device=st.device)
+        st.products(v, st._solve_blocks, p)
+        return st.coefficients(p.numpy() if st.host else p), False
+
+    def _usable(self, v, x=None) -> bool:
+        ok = v.ndim == 1 and v.is_contiguous() and v.shape[0] == self.n
+        return ok and (x is None or (x.ndim == 1 and x.is_contiguous() and x.shape == v.shape and x.dtype == v.dtype))
 
     def solve(self, v, shift=0.0):
         if not isinstance(shift, (int, float)) or shift != 0:
             raise ValueError("L-BFGS applies its inverse only without a shift (use step='armijo' or 'fixed')")
-        q = v.clone()
-        alphas = []
-        for s, y, rho in zip(reversed(self.S), reversed(self.Y), reversed(self.rho)):
-            a = rho * torch.dot(s, q)
-            alphas.append(a)
-            q.addcmul_(y, a, value=-1)          # q -= a y, in place, no host read
-        if self.S:
-            q.mul_(self.gamma)
-        for s, y, rho, a in zip(self.S, self.Y, self.rho, reversed(alphas)):
-            q.addcmul_(s, a - rho * torch.dot(y, q))   # q += (a - b) s
-        return q
+        v = self._check_v(v)
+        st = self._current()
+        if v.ndim == 2:
+            return torch.stack([self.solve(v[:, i]) for i in range(v.shape[1])], dim=1)
+        if not v.is_contiguous():
+            v = v.contiguous()
+        if not st.active:
+            return v.clone()
+        cw, reused = self._coefficients(st, v)
+        if reused and not self._q_used:
+            self._q_used = True
+            out = st.q
+        else:
+            out = torch.empty_like(v)
+        return st.apply(v, cw, 1.0, None, out)
+
+    def solve_add_(self, x, v, alpha, shift=0.0):
+        if not isinstance(shift, (int, float)) or shift != 0:
+            raise ValueError("L-BFGS applies its inverse only without a shift (use step='armijo' or 'fixed')")
+        v = self._check_v(v)
+        st = self._current()
+        if not self._usable(v, x):
+            return super().solve_add_(x, v, alpha, shift)
+        if not st.active:
+            return x.add_(v, alpha=alpha)
+        cw, _ = self._coefficients(st, v)
+        return st.apply(v, cw, float(alpha), x, x)
 
     def mv(self, v):
         raise NotImplementedError("L-BFGS provides the inverse only (solve)")
@@ -897,15 +1191,17 @@ class LBFGSInverse(ops.Operator):
 
     @property
     def nbytes(self):
-        return tensor_bytes(self.S, self.Y)
+        return tensor_bytes(self.state)
 
     def to_dense(self):
         eye = torch.eye(self.n, dtype=self.dtype, device=self.device)
-        Hinv = torch.stack([self.solve(eye[:, i]) for i in range(self.n)], dim=1)
+        Hinv = torch.stack([self.solve(eye[:, i].contiguous()) for i in range(self.n)], dim=1)
         return torch.linalg.inv(Hinv)
 
 
 class LBFGS(Preconditioner):
+    """L-BFGS: the last ``memory`` pairs (s, y) = (x_k - x_{k-1}, g_k - g_{k-1}) with y^T s > 1e-12 ||s|| ||y||
+    (others are refused: the memory is kept as it is); state an ``LBFGSState`` (O(n m), preallocated)."""
     name = "lbfgs"
 
     def __init__(self, memory: int = 10):
@@ -914,33 +1210,14 @@ class LBFGS(Preconditioner):
         self.memory = memory
 
     def init(self, problem, x, generator):
-        return {"S": [], "Y": [], "rho": [], "gamma": None, "x": None, "g": None, "spare": None}
+        return LBFGSState(self.memory, x.shape[0], x.dtype, x.device)
 
     def update(self, s, x, g, oracle):
-        if s["x"] is not None:
-            # the new pair is written into a spare pair of buffers; the pair dropped when memory is full
-            # (or a refused one) becomes the next spare: no allocation in the steady state
-            if s["spare"] is None:
-                s["spare"] = (torch.empty_like(x), torch.empty_like(g))
-            sv, yv = s["spare"]
-            torch.sub(x, s["x"], out=sv)
-            torch.sub(g, s["g"], out=yv)
-            ys = torch.dot(sv, yv)
-            if bool(ys > 1e-12 * torch.linalg.vector_norm(sv) * torch.linalg.vector_norm(yv)):
-                s["S"].append(sv)
-                s["Y"].append(yv)
-                s["rho"].append(1.0 / ys)
-                s["gamma"] = ys / torch.dot(yv, yv)
-                s["spare"] = None
-                if len(s["S"]) > self.memory:
-                    s["spare"] = (s["S"].pop(0), s["Y"].pop(0))
-                    s["rho"].pop(0)
-        s["x"], s["g"] = x, g
-        return LBFGSInverse(list(s["S"]), list(s["Y"]), x.shape[0], x.dtype, x.device, list(s["rho"]),
-                            s["gamma"]), s
+        s.update(x, g)
+        return LBFGSInverse(s, g), s
 
 
 __all__ = ["Preconditioner", "IdentityP", "AdamP", "AdaGradDiag", "AdaGradFull", "Hutchinson", "ExactHessian",
            "FisherEmpirical", "FisherSampled", "UniformDirection", "LowRankPQ", "HessianBMA", "AdaGradBMA",
-           "BlockDiagHessian", "LowRankHessian", "KFAC", "LBFGS", "LBFGSInverse", "Shifted", "tensor_bytes",
+           "BlockDiagHessian", "LowRankHessian", "KFAC", "LBFGS", "LBFGSInverse", "LBFGSState", "Shifted", "tensor_bytes",
            "resolve_blocks"]

@@ -138,15 +138,15 @@ def test_lbfgs_cached_rho_matches_two_loop_and_reuses_buffers():
     for it in range(8):
         s.step()
         st = s.pstate
-        ptrs |= {t.data_ptr() for t in st["S"]}
-        if len(st["S"]) >= 2:
+        ptrs |= {t.untyped_storage().data_ptr() for t in st.S}
+        if len(st.S) >= 2:
             v = torch.linspace(-1, 2, prob.n, dtype=F64)
-            assert torch.allclose(s.op.solve(v), _two_loop(st["S"], st["Y"], v), rtol=1e-12, atol=1e-15)
-            for sv, yv, rho in zip(st["S"], st["Y"], st["rho"]):
-                assert torch.allclose(rho, 1 / torch.dot(yv, sv), rtol=1e-14)
-    # memory 3: at most memory + 1 pair buffers ever allocated (the pairs and one spare)
-    assert len(ptrs) <= 4
-    assert len(s.pstate["S"]) == 3
+            assert torch.allclose(s.op.solve(v), _two_loop(st.S, st.Y, v), rtol=1e-12, atol=1e-15)
+            for sv, yv, rho in zip(st.S, st.Y, st.rho):
+                assert rho == pytest.approx(1 / float(torch.dot(yv, sv)), rel=1e-14)
+    # every pair is a row of the state's one preallocated buffer
+    assert ptrs == {st.W.untyped_storage().data_ptr()}
+    assert len(s.pstate.S) == 3
 
 
 def test_lbfgs_refused_pair_keeps_the_oldest():
@@ -157,9 +157,9 @@ def test_lbfgs_refused_pair_keeps_the_oldest():
     gs = [torch.tensor([2.0, 0, 0, 0], dtype=F64) * i for i in range(3)]
     for x, g in zip(xs, gs):
         _, st = pre.update(st, x, g, None)
-    kept = [t.clone() for t in st["S"]]
+    kept = [t.clone() for t in st.S]
     _, st = pre.update(st, xs[2] + 1.0, gs[2] - 1.0, None)   # y^T s < 0: refused
-    assert len(st["S"]) == 2 and all(torch.equal(a, b) for a, b in zip(kept, st["S"]))
+    assert len(st.S) == 2 and all(torch.equal(a, b) for a, b in zip(kept, st.S))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

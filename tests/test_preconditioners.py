@@ -191,7 +191,7 @@ def test_lbfgs_inverse_satisfies_secant_equation():
     xs = [prob.x0() + 0.1 * k * torch.ones(7, dtype=F64) + 0.05 * k ** 2 * torch.arange(7, dtype=F64) for k in range(4)]
     for x in xs:
         op, state = pre.update(state, x, prob.grad(x), oracle)
-    s, yv = state["S"][-1], state["Y"][-1]
+    s, yv = state.S[-1], state.Y[-1]
     assert torch.allclose(op.solve(yv), s, atol=1e-10)          # H_k y = s for the newest pair
     assert tr.grad_norms[-1] < tr.grad_norms[0]
 
