@@ -140,9 +140,56 @@ def test_hutchinson_diagonal_matches_formula():
     gen = torch.Generator().manual_seed(4)
     est = torch.zeros(prob.n, dtype=F64)
     for _ in range(3):
-        z = torch.empty(prob.n, dtype=F64).random_(0, 2, generator=gen) * 2 - 1  # +-1 drawn in float64
+        z = P.Hutchinson.rademacher_(torch.empty(prob.n, dtype=F64), gen)  # the probes, replayed
         est += z * (H @ z)
     assert torch.allclose(op.to_dense(), torch.diag((est / 3).abs()), atol=1e-12) and oracle.hvps == 3
+    # one probe: d = |z * Hz| computed as |Hz|
+    op1, _, _ = _update(P.Hutchinson(), prob, x, seed=5)
+    z = P.Hutchinson.rademacher_(torch.empty(prob.n, dtype=F64), torch.Generator().manual_seed(5))
+    assert torch.allclose(op1.to_dense(), torch.diag((z * (H @ z)).abs()), atol=1e-12)
+
+
+def test_rademacher_probes_are_independent_fair_signs():
+    """Seeded: entries in {-1, +1}; the frequency of +1 at each of the 8 positions within a byte, of each
+    pair of positions, and overall, within 5 standard errors of 1/2, 1/4; lag correlations ~ 0."""
+    gen = torch.Generator().manual_seed(123)
+    N = 1 << 20
+    z = P.Hutchinson.rademacher_(torch.empty(N + 5, dtype=F64), gen)   # a tail of n mod 8 = 5 entries
+    assert set(z.unique().tolist()) == {-1.0, 1.0}
+    plus = (z[:N] > 0).to(F64).view(-1, 8)
+    m = plus.shape[0]
+    assert torch.all((plus.mean(0) - 0.5).abs() <= 5 * math.sqrt(0.25 / m))
+    pairs = plus.T @ plus / m                                              # P(both +1) per pair of positions
+    off = pairs[~torch.eye(8, dtype=torch.bool)]
+    assert torch.all((off - 0.25).abs() <= 5 * math.sqrt(0.25 * 0.75 / m))
+    for lag in (1, 7, 8, 9, 64):
+        assert abs(float((z[:-lag] * z[lag:]).mean())) <= 5 / math.sqrt(N)
+    # seeded: the same stream again; different seeds differ
+    again = P.Hutchinson.rademacher_(torch.empty(N + 5, dtype=F64), torch.Generator().manual_seed(123))
+    assert torch.equal(z, again)
+    assert not torch.equal(z, P.Hutchinson.rademacher_(torch.empty(N + 5, dtype=F64), torch.Generator().manual_seed(124)))
+    for n in (1, 7, 8, 9):
+        assert set(P.Hutchinson.rademacher_(torch.empty(n, dtype=torch.float32), gen).abs().tolist()) == {1.0}
+
+
+def test_hutchinson_expectation_is_the_hessian_diagonal():
+    """The mean of N single-probe estimates z * Hz (from the preconditioner's own stream, dense float64 H
+    by autograd) -> diag(H), within 5 standard errors sqrt(sum_{j != i} H_ij^2 / N) per entry."""
+    prob = _logistic(n_features=9)
+    x = _point(prob)
+    H = torch.autograd.functional.hessian(lambda v: prob.loss(v), x)
+    pre, N = P.Hutchinson(probes=1), 3000
+    gen = torch.Generator().manual_seed(0)
+    state = pre.init(prob, x, gen)
+    oracle = Oracle(prob)
+    signed = torch.zeros(prob.n, dtype=F64)
+    for _ in range(N):
+        op, state = pre.update(state, x, prob.grad(x), oracle)
+        z = state.extra["z"]
+        signed += z * (H @ z)
+        assert torch.allclose(op.d, (z * (H @ z)).abs(), rtol=1e-10, atol=1e-12)
+    sd = ((H ** 2).sum(1) - torch.diag(H) ** 2).sqrt() / math.sqrt(N)
+    assert torch.all((signed / N - torch.diag(H)).abs() <= 5 * sd + 1e-12)
 
 
 def test_adagrad_variants_match_dense_statistics():
