@@ -484,7 +484,7 @@ class LowRank(Operator):
     Memory O(n r) (U and the cached W), no n x n matrix.
     """
 
-    def __init__(self, U: torch.Tensor, C: torch.Tensor, base=0.0):
+    def __init__(self, U: torch.Tensor, C: torch.Tensor, base=0.0, gram: torch.Tensor | None = None):
         U = _check_tensor(U, "U", ndim=2)
         n, r = U.shape
         if n < 1 or r < 1:
@@ -493,7 +493,8 @@ class LowRank(Operator):
         self.C = _check_tensor(C, "C", shape=(r, r), like=U, like_name="U")
         self.base = _as_scalar(base, "base", U.dtype, U.device)
         self.n, self.r, self.dtype, self.device = n, r, U.dtype, U.device
-        self._gram = None
+        # U^T U when the producer knows it (e.g. from products it formed anyway); else computed on first use
+        self._gram = None if gram is None else _check_tensor(gram, "gram", shape=(r, r), like=U, like_name="U")
         self._eig = None  # (W = Q V (n x r'), mu (r',)) eigenpairs of U C U^T restricted to range(Q)
 
     def gram(self) -> torch.Tensor:

@@ -635,12 +635,24 @@ class UniformDirection(Preconditioner):
             if m == 1 and n > 1:
                 return ops.RankOne(V[0].mul_(n), U[0]), s
             return LowRankPQ(V.mul_(n / m).T, U.T), s
-        c = n / (2 * m)
-        C = torch.zeros(2 * m, 2 * m, dtype=x.dtype, device=x.device)
-        idx = torch.arange(m, device=x.device)
-        C[idx, idx + m] = c
-        C[idx + m, idx] = c
-        return ops.LowRank(W.T, C, base=self.delta if self.form == "regularized" else 0.0), s
+        C = s.extra.get("C")
+        if C is None or C.shape != (2 * m, 2 * m) or C.dtype != x.dtype or C.device != x.device:
+            c = n / (2 * m)                   # the same every step: built once
+            C = s.extra["C"] = torch.zeros(2 * m, 2 * m, dtype=x.dtype, device=x.device)
+            idx = torch.arange(m, device=x.device)
+            C[idx, idx + m] = c
+            C[idx + m, idx] = c
+        gram = None
+        if m == 1:
+            # W W^T from one pass over W: [u.v, v.v] = W v, and u.u = 1 (u unit, to roundoff): the solve needs
+            # no (2 x n)(n x 2) product (1.3 ms at n = 10^6 against 0.4 ms for the matrix-vector product)
+            gram = s.extra.get("gram")
+            if gram is None or gram.dtype != x.dtype or gram.device != x.device:
+                gram = s.extra["gram"] = torch.ones(2, 2, dtype=x.dtype, device=x.device)
+            uv = torch.mv(W, V[0])
+            gram[:, 1] = uv
+            gram[1, 0] = uv[0]
+        return ops.LowRank(W.T, C, base=self.delta if self.form == "regularized" else 0.0, gram=gram), s
 
     DRAW_CHUNK = 1 << 16
 
