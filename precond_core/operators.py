@@ -24,6 +24,8 @@ Classes and costs (vector right-hand side; a matrix with m columns multiplies th
 - ``Diagonal(d)``: D = diag(d). Memory O(n); mv, solve, power O(n).
 - ``LowRank(U, C, base)``: D = base I + U C U^T, U n x r. Memory O(n r); mv O(n r); solve O(n r + r^3)
   (+ O(n r^2) once for U^T U); power O(n r) (+ O(n r^2) once for thin QR and an r x r eigh); ``min_eig``.
+- ``SparseLowRank(J, Uc, C, n, base)``: ``LowRank`` whose U is nonzero only on the m rows J. Memory O(m r);
+  mv O(n + m r); solve O(n + m r + r^3) (solve_add_: one pass over x).
 - ``RankOne(a, b, base)``: D = base I + a b^T, non-symmetric. Memory O(n); mv, solve (Sherman-Morrison) O(n);
   power only for p in {0, 1, -1}.
 - ``Dense(M)``: D = M. Memory O(n^2); mv O(n^2); solve O(n^3); power O(n^2) (+ O(n^3) once for eigh).
@@ -56,7 +58,7 @@ import torch
 from .problems.base import check_partition
 
 __all__ = [
-    "Operator", "Scalar", "Identity", "Diagonal", "LowRank", "RankOne", "Dense", "BlockDiagonal",
+    "Operator", "Scalar", "Identity", "Diagonal", "LowRank", "SparseLowRank", "RankOne", "Dense", "BlockDiagonal",
     "BlockMean", "Kronecker", "Scaled",
     "push_through_solve", "woodbury_solve", "sherman_morrison_solve",
     "block_index", "block_sums", "expand", "block_mean_approximation", "block_mean_from_stats",
@@ -482,7 +484,7 @@ class LowRank(Operator):
     Memory O(n r) (U and the cached W), no n x n matrix.
     """
 
-    def __init__(self, U: torch.Tensor, C: torch.Tensor, base=0.0):
+    def __init__(self, U: torch.Tensor, C: torch.Tensor, base=0.0, gram: torch.Tensor | None = None):
         U = _check_tensor(U, "U", ndim=2)
         n, r = U.shape
         if n < 1 or r < 1:
@@ -491,7 +493,8 @@ class LowRank(Operator):
         self.C = _check_tensor(C, "C", shape=(r, r), like=U, like_name="U")
         self.base = _as_scalar(base, "base", U.dtype, U.device)
         self.n, self.r, self.dtype, self.device = n, r, U.dtype, U.device
-        self._gram = None
+        # U^T U when the producer knows it (e.g. from products it formed anyway); else computed on first use
+        self._gram = None if gram is None else _check_tensor(gram, "gram", shape=(r, r), like=U, like_name="U")
         self._eig = None  # (W = Q V (n x r'), mu (r',)) eigenpairs of U C U^T restricted to range(Q)
 
     def gram(self) -> torch.Tensor:
@@ -552,6 +555,112 @@ class LowRank(Operator):
 
     def to_dense(self):
         return self.base * torch.eye(self.n, dtype=self.dtype, device=self.device) + self.U @ self.C @ self.U.T
+
+
+class SparseLowRank(Operator):
+    """D = base I + U C U^T where U (n x r) is nonzero only on the rows J (distinct coordinates, m = |J|):
+    U = E_J Uc with Uc (m x r) dense and E_J the n x m selection of the coordinates J. The sampled Fisher of
+    sparse per-sample gradients (r = b rows of a sparse design, m <= the b rows' nonzeros).
+
+    Same matrix and push-through solve as ``LowRank(to dense U, C, base)``, at O(m r + r^3) per solve instead
+    of O(n r): U^T U = Uc^T Uc and U^T v = Uc^T v[J]; ``solve_add_`` is one pass over x (x += (alpha/c) v)
+    plus a scatter of m entries. ``power`` (other p) and ``min_eig`` go through the dense ``LowRank``, built on
+    first use (O(n r) memory). Memory O(m r).
+    """
+
+    def __init__(self, J: torch.Tensor, Uc: torch.Tensor, C: torch.Tensor, n: int, base=0.0):
+        Uc = _check_tensor(Uc, "Uc", ndim=2)
+        m, r = Uc.shape
+        if (not isinstance(J, torch.Tensor) or J.dtype not in (torch.int64, torch.int32) or J.ndim != 1
+                or J.shape[0] != m):
+            raise ValueError(f"J must be an int64 (or int32) tensor of shape ({m},) (one coordinate per row of Uc)")
+        if r < 1 or not isinstance(n, int) or n < 1:
+            raise ValueError(f"need r >= 1 columns and n >= 1, got Uc {tuple(Uc.shape)}, n={n!r}")
+        self.J, self.Uc = J, Uc
+        self.C = _check_tensor(C, "C", shape=(r, r), like=Uc, like_name="Uc")
+        self.n, self.r, self.dtype, self.device = n, r, Uc.dtype, Uc.device
+        if isinstance(base, Real) and not isinstance(base, bool) and math.isfinite(base):
+            self._base_py, self._base = float(base), None       # the 0-d tensor only when a method needs it
+        else:
+            self._base_py, self._base = None, _as_scalar(base, "base", Uc.dtype, Uc.device)
+        self._gram = None
+        self._dense = None
+
+    @property
+    def base(self) -> torch.Tensor:
+        if self._base is None:
+            self._base = torch.tensor(self._base_py, dtype=self.dtype, device=self.device)
+        return self._base
+
+    def gram(self) -> torch.Tensor:
+        """U^T U = Uc^T Uc (r x r, cached)."""
+        if self._gram is None:
+            self._gram = self.Uc.T @ self.Uc
+        return self._gram
+
+    def dense_factor(self) -> torch.Tensor:
+        """U (n x r), dense."""
+        U = torch.zeros(self.n, self.r, dtype=self.dtype, device=self.device)
+        U[self.J] = self.Uc
+        return U
+
+    def _lowrank(self) -> LowRank:
+        if self._dense is None:
+            self._dense = LowRank(self.dense_factor(), self.C, self.base)
+        return self._dense
+
+    def _y(self, vJ: torch.Tensor, c) -> torch.Tensor:
+        """(c I_r + C U^T U)^{-1} C U^T v from vJ = v[J] (the push-through coefficients); r = 1 by division."""
+        X = self.C @ self.gram()
+        rhs = self.C @ (self.Uc.T @ vJ)
+        if self.r == 1:
+            return rhs / (X[0, 0] + c)
+        return torch.linalg.solve(X + c * torch.eye(self.r, dtype=self.dtype, device=self.device), rhs)
+
+    def mv(self, v):
+        v = self._check_v(v)
+        out = self.base * v
+        out.index_add_(0, self.J, self.Uc @ (self.C @ (self.Uc.T @ v.index_select(0, self.J))))
+        return out
+
+    def solve(self, v, shift=0.0):
+        v = self._check_v(v)
+        c = self.base + self._shift(shift)
+        out = v / c
+        out.index_add_(0, self.J, (self.Uc @ self._y(v.index_select(0, self.J), c)) / -c)
+        return out
+
+    def solve_add_(self, x, v, alpha, shift=0.0):
+        """x += alpha (c I + U C U^T)^{-1} v = x + (alpha / c) v - (alpha / c) U y: one pass over x and a
+        scatter of m entries. One host read of c when it is a tensor."""
+        v = self._check_v(v)
+        if v.ndim != 1 or x.shape != v.shape:
+            return super().solve_add_(x, v, alpha, shift)
+        shift = self._shift(shift)
+        c = self._base_py + shift if self._base_py is not None and isinstance(shift, float) else \
+            float(self.base + shift)
+        a = float(alpha) / c
+        if self.r == 1 and self.device.type == "cpu":
+            # rank one on CPU: y = C u^T v / (C u^T u + c) as host numbers (reads of CPU tensors, no sync),
+            # so x gets one pass and one scaled scatter of u
+            u = self.Uc[:, 0]
+            cc = self.C.item()
+            y = cc * torch.dot(u, v.index_select(0, self.J)).item() / (cc * torch.dot(u, u).item() + c)
+            x.add_(v, alpha=a)
+            return x.index_add_(0, self.J, u, alpha=-a * y)
+        y = self._y(v.index_select(0, self.J), c)
+        x.add_(v, alpha=a)
+        return x.index_add_(0, self.J, self.Uc @ y, alpha=-a)
+
+    def _power(self, v, p, shift):
+        return self._lowrank()._power(v, p, shift)
+
+    def min_eig(self, shift=0.0) -> torch.Tensor:
+        return self._lowrank().min_eig(shift)
+
+    def to_dense(self):
+        U = self.dense_factor()
+        return self.base * torch.eye(self.n, dtype=self.dtype, device=self.device) + U @ self.C @ U.T
 
 
 class RankOne(Operator):

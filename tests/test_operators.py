@@ -520,3 +520,31 @@ def test_bad_inputs_raise_value_error():
         ops.expand(torch.ones(3, dtype=f64), (2, 2))
     with pytest.raises(ValueError, match="^Q must be a 1-D"):
         ops.block_mean_from_stats(torch.eye(2, dtype=f64), torch.ones(2, 2, dtype=f64), (1, 1))
+
+
+def test_sparse_lowrank_matches_dense_lowrank():
+    """SparseLowRank(J, Uc, C, n, base) is LowRank(U, C, base) with U zero outside the rows J: mv, solve
+    (vector and matrix right-hand sides, shifts), solve_add_, power, min_eig and to_dense agree."""
+    gen = torch.Generator().manual_seed(3)
+    n = 30
+    for r in (1, 3):
+        J = torch.randperm(n, generator=gen)[:7]
+        Uc = torch.randn(7, r, generator=gen, dtype=torch.float64)
+        A = torch.randn(r, r, generator=gen, dtype=torch.float64)
+        C = A @ A.T + 0.1 * torch.eye(r, dtype=torch.float64)
+        U = torch.zeros(n, r, dtype=torch.float64)
+        U[J] = Uc
+        sp, de = ops.SparseLowRank(J, Uc, C, n, base=0.2), ops.LowRank(U, C, base=0.2)
+        assert torch.allclose(sp.to_dense(), de.to_dense(), atol=1e-14)
+        for v in (torch.randn(n, generator=gen, dtype=torch.float64), torch.randn(n, 4, generator=gen, dtype=torch.float64)):
+            assert torch.allclose(sp.mv(v), de.mv(v), rtol=1e-12, atol=1e-14)
+            for shift in (0.0, 0.7):
+                assert torch.allclose(sp.solve(v, shift), de.solve(v, shift), rtol=1e-10, atol=1e-12)
+            assert torch.allclose(sp.power(v, -0.5), de.power(v, -0.5), rtol=1e-10, atol=1e-12)
+        v = torch.randn(n, generator=gen, dtype=torch.float64)
+        x0 = torch.randn(n, generator=gen, dtype=torch.float64)
+        assert torch.allclose(sp.solve_add_(x0.clone(), v, -0.3, 0.5), de.solve_add_(x0.clone(), v, -0.3, 0.5),
+                              rtol=1e-10, atol=1e-12)
+        assert torch.allclose(sp.min_eig(), de.min_eig(), rtol=1e-10)
+    with pytest.raises(ValueError, match="J must be"):
+        ops.SparseLowRank(torch.tensor([0, 1]), torch.ones(3, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64), 5)

@@ -91,6 +91,93 @@ def test_sampled_fisher_is_unbiased_for_empirical_fisher():
         assert oracle.sample_grads == N * b
 
 
+def test_sample_without_replacement_law_and_seeding():
+    """Ordered b-tuples of distinct indices, uniform (the law of randperm(S)[:b]): chi-square over all
+    S (S-1) ... ordered tuples; b = 1 uniform over S; seeded reruns equal."""
+    for S, b in ((5, 1), (5, 2), (6, 3)):
+        gen = torch.Generator().manual_seed(S + b)
+        N = 30000
+        draws = [tuple(P._sample_without_replacement(S, b, gen).tolist()) for _ in range(N)]
+        assert all(len(set(t)) == b and all(0 <= i < S for i in t) for t in draws)
+        cells = math.perm(S, b)
+        counts = torch.zeros(cells, dtype=F64)
+        index = {t: k for k, t in enumerate(__import__("itertools").permutations(range(S), b))}
+        for t in draws:
+            counts[index[t]] += 1
+        expect = N / cells
+        chi2 = float(((counts - expect) ** 2 / expect).sum())
+        dof = cells - 1
+        assert chi2 <= dof + 5 * math.sqrt(2 * dof), (S, b, chi2)
+        again = torch.Generator().manual_seed(S + b)
+        assert [tuple(P._sample_without_replacement(S, b, again).tolist()) for _ in range(50)] == draws[:50]
+    # b (b - 1) > S: the randperm path, still distinct
+    idx = P._sample_without_replacement(10, 8, torch.Generator().manual_seed(0))
+    assert idx.unique().numel() == 8
+
+
+def test_sparse_sample_grads_match_dense_rows():
+    prob = pc.problems.scalable(300, seed=1)
+    x = _point(prob)
+    for idx in (torch.tensor([7]), torch.tensor([3, 29, 0, 11])):
+        J, Uc = P._sparse_sample_grads(prob, x, idx)
+        U = torch.zeros(prob.n, idx.numel(), dtype=F64)
+        U[J] = Uc
+        assert J.unique().numel() == J.numel()
+        assert torch.allclose(U.T, prob.per_sample_grads(x, idx), rtol=1e-13, atol=1e-15)
+    assert P._sparse_sample_grads(_logistic(), _point(_logistic()), torch.tensor([1])) is None   # dense design
+    # a CSR design whose row lists its columns out of order: the general path, same rows
+    crow = torch.tensor([0, 3, 5, 5, 7])
+    col = torch.tensor([4, 1, 3, 0, 2, 3, 1])
+    val = torch.tensor([1.0, 2.0, 0.5, -1.0, 3.0, 2.0, -0.5], dtype=F64)
+    A = torch.sparse_csr_tensor(crow, col, val, size=(4, 5))
+    odd = pc.problems.logistic_regression(A, torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=F64))
+    assert P._rows_strictly_increasing(odd.design) is False
+    x5 = torch.tensor([0.1, -0.2, 0.3, 0.4, -0.5], dtype=F64)
+    for idx in (torch.tensor([0]), torch.tensor([2]), torch.tensor([3, 0])):
+        J, Uc = P._sparse_sample_grads(odd, x5, idx)
+        U = torch.zeros(5, idx.numel(), dtype=F64)
+        U[J] = Uc
+        assert torch.allclose(U.T, odd.per_sample_grads(x5, idx), rtol=1e-13, atol=1e-15)
+    assert P._rows_strictly_increasing(prob.design) is True
+
+
+def test_sampled_fisher_on_sparse_design_matches_dense_construction():
+    """The sparse path (scalable problem): the operator equals lam I + (S / b) (1/S) G^T G of the replayed
+    draw, its solve and the fixed step's solve_add_ equal the dense ones; unbiased for the empirical Fisher."""
+    prob = pc.problems.scalable(120, seed=3)
+    x = _point(prob)
+    I = torch.eye(prob.n, dtype=F64)
+    for b in (1, 3):
+        op, _, oracle = _update(P.FisherSampled(b), prob, x, seed=5)
+        idx = P._sample_without_replacement(prob.n_samples, b, torch.Generator().manual_seed(5))
+        G = prob.per_sample_grads(x, idx)
+        D = prob.fisher_scale * prob.n_samples / b * G.T @ G + prob.lam * I
+        assert torch.allclose(op.to_dense(), D, rtol=1e-12, atol=1e-14) and oracle.sample_grads == b
+        v = torch.randn(prob.n, dtype=F64, generator=torch.Generator().manual_seed(b))
+        for shift in (0.0, 0.3):
+            assert torch.allclose(op.solve(v, shift), torch.linalg.solve(D + shift * I, v), rtol=1e-9, atol=1e-12)
+        x1 = x.clone()
+        op.solve_add_(x1, v, -0.5)
+        assert torch.allclose(x1, x - 0.5 * torch.linalg.solve(D, v), rtol=1e-9, atol=1e-12)
+        assert torch.allclose(op.mv(v), D @ v, rtol=1e-12, atol=1e-14)
+        assert torch.allclose(op.power(v, -0.5), torch.linalg.matrix_power(D, 1) @ torch.zeros_like(v) +
+                              (lambda e: e[1] @ torch.diag(e[0] ** -0.5) @ e[1].T)(torch.linalg.eigh(D)) @ v,
+                              rtol=1e-8, atol=1e-10)
+    # unbiased: mean of N rank-one draws -> (1/S) G^T G (all samples)
+    prob = pc.problems.scalable(40, seed=4)
+    x = _point(prob)
+    G = prob.per_sample_grads(x)
+    F = G.T @ G / prob.n_samples
+    pre, N = P.FisherSampled(1), 4000
+    state, oracle = pre.init(prob, x, torch.Generator().manual_seed(2)), Oracle(prob)
+    acc = torch.zeros_like(F)
+    for _ in range(N):
+        op, state = pre.update(state, x, None, oracle)
+        acc += op.to_dense() - prob.lam * torch.eye(prob.n, dtype=F64)
+    spread = (prob.n_samples * (G[:, :, None] * G[:, None, :])).std(0) / math.sqrt(N)
+    assert torch.all((acc / N - F).abs() <= 5 * spread + 1e-12)
+
+
 def test_model_fisher_is_unbiased_for_gauss_newton_logistic():
     """Labels drawn from the model: E[(1/S) sum g g^T] = Hessian of the unregularized loss."""
     prob = _logistic(n_samples=20, n_features=4, lam=0.0)
@@ -140,9 +227,56 @@ def test_hutchinson_diagonal_matches_formula():
     gen = torch.Generator().manual_seed(4)
     est = torch.zeros(prob.n, dtype=F64)
     for _ in range(3):
-        z = torch.empty(prob.n, dtype=F64).random_(0, 2, generator=gen) * 2 - 1  # +-1 drawn in float64
+        z = P.Hutchinson.rademacher_(torch.empty(prob.n, dtype=F64), gen)  # the probes, replayed
         est += z * (H @ z)
     assert torch.allclose(op.to_dense(), torch.diag((est / 3).abs()), atol=1e-12) and oracle.hvps == 3
+    # one probe: d = |z * Hz| computed as |Hz|
+    op1, _, _ = _update(P.Hutchinson(), prob, x, seed=5)
+    z = P.Hutchinson.rademacher_(torch.empty(prob.n, dtype=F64), torch.Generator().manual_seed(5))
+    assert torch.allclose(op1.to_dense(), torch.diag((z * (H @ z)).abs()), atol=1e-12)
+
+
+def test_rademacher_probes_are_independent_fair_signs():
+    """Seeded: entries in {-1, +1}; the frequency of +1 at each of the 8 positions within a byte, of each
+    pair of positions, and overall, within 5 standard errors of 1/2, 1/4; lag correlations ~ 0."""
+    gen = torch.Generator().manual_seed(123)
+    N = 1 << 20
+    z = P.Hutchinson.rademacher_(torch.empty(N + 5, dtype=F64), gen)   # a tail of n mod 8 = 5 entries
+    assert set(z.unique().tolist()) == {-1.0, 1.0}
+    plus = (z[:N] > 0).to(F64).view(-1, 8)
+    m = plus.shape[0]
+    assert torch.all((plus.mean(0) - 0.5).abs() <= 5 * math.sqrt(0.25 / m))
+    pairs = plus.T @ plus / m                                              # P(both +1) per pair of positions
+    off = pairs[~torch.eye(8, dtype=torch.bool)]
+    assert torch.all((off - 0.25).abs() <= 5 * math.sqrt(0.25 * 0.75 / m))
+    for lag in (1, 7, 8, 9, 64):
+        assert abs(float((z[:-lag] * z[lag:]).mean())) <= 5 / math.sqrt(N)
+    # seeded: the same stream again; different seeds differ
+    again = P.Hutchinson.rademacher_(torch.empty(N + 5, dtype=F64), torch.Generator().manual_seed(123))
+    assert torch.equal(z, again)
+    assert not torch.equal(z, P.Hutchinson.rademacher_(torch.empty(N + 5, dtype=F64), torch.Generator().manual_seed(124)))
+    for n in (1, 7, 8, 9):
+        assert set(P.Hutchinson.rademacher_(torch.empty(n, dtype=torch.float32), gen).abs().tolist()) == {1.0}
+
+
+def test_hutchinson_expectation_is_the_hessian_diagonal():
+    """The mean of N single-probe estimates z * Hz (from the preconditioner's own stream, dense float64 H
+    by autograd) -> diag(H), within 5 standard errors sqrt(sum_{j != i} H_ij^2 / N) per entry."""
+    prob = _logistic(n_features=9)
+    x = _point(prob)
+    H = torch.autograd.functional.hessian(lambda v: prob.loss(v), x)
+    pre, N = P.Hutchinson(probes=1), 3000
+    gen = torch.Generator().manual_seed(0)
+    state = pre.init(prob, x, gen)
+    oracle = Oracle(prob)
+    signed = torch.zeros(prob.n, dtype=F64)
+    for _ in range(N):
+        op, state = pre.update(state, x, prob.grad(x), oracle)
+        z = state.extra["z"]
+        signed += z * (H @ z)
+        assert torch.allclose(op.d, (z * (H @ z)).abs(), rtol=1e-10, atol=1e-12)
+    sd = ((H ** 2).sum(1) - torch.diag(H) ** 2).sqrt() / math.sqrt(N)
+    assert torch.all((signed / N - torch.diag(H)).abs() <= 5 * sd + 1e-12)
 
 
 def test_adagrad_variants_match_dense_statistics():
