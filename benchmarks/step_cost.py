@@ -4,7 +4,8 @@
     python benchmarks/step_cost.py --n 10000 100000 1000000 --methods gd lbfgs uniform_direction
     python benchmarks/step_cost.py --threads 1 --methods adagrad lbfgs lbfgs@fixed uniform_direction@fixed
 
-A method written ``name@step`` runs with that step rule in its own lane (several rules side by side).
+A method written ``name@step`` runs with that step rule in its own lane (several rules side by side);
+``name:k`` with k blocks (a block method, e.g. ``adagrad_bma:512``); both combine (``name:k@step``).
 
 For every method and n (the skip rules of ``cases.py`` apply: a method with a size limit runs only up
 to it), the median and mean seconds per ``Solver.step()`` and the median seconds per gradient on the
@@ -68,13 +69,25 @@ def own_problem(problem):
     return fresh
 
 
-def make_lane_solver(method, n, device, family="scalable", step=None, warm=None):
+def parse_lane(spec: str) -> tuple[str, int | None, str | None]:
+    """(method, k, step) of a lane written ``name[:k][@step]``; ``ValueError`` naming the lane when k is not
+    a positive integer."""
+    head, _, step = spec.partition("@")
+    name, sep, k = head.partition(":")
+    if sep:
+        if not k.isdigit() or int(k) < 1:
+            raise ValueError(f"lane {spec!r}: the block count after ':' must be a positive integer, got {k!r}")
+        return name, int(k), step or None
+    return name, None, step or None
+
+
+def make_lane_solver(method, n, device, family="scalable", step=None, warm=None, k=None):
     """``cases.make_solver`` on a problem object of the method's own (:func:`own_problem`), after ``warm``
     untimed steps (default ``cases.steady_warm``: the method's memory + 1, at least 1)."""
     cases.require_device(device)
-    cases.check_size(method, n, None)
+    cases.check_size(method, n, k)
     problem = own_problem(cases.PROBLEM_FAMILIES[family](n, device, cases.SEED))
-    m = cases.make_method(method, None, step)
+    m = cases.make_method(method, k, step)
     cases.check_compatible(problem, m)
     try:
         solver = pc.Solver(problem, m, seed=cases.SEED)
@@ -100,10 +113,10 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
         grad_fn, hvp_fn = cases.oracle_fns(n, device, family=family)
         lanes, lane_steps = {}, {}
         for method in methods:
-            name, _, own_step = method.partition("@")     # "lbfgs@fixed": this lane's own step rule
-            lane_steps[method] = (name, own_step or step)
+            name, k, own_step = parse_lane(method)   # "lbfgs@fixed": this lane's own step rule; "adagrad_bma:512"
+            lane_steps[method] = (name, own_step or step, k)
             try:
-                solver = make_lane_solver(name, n, device, family=family, step=own_step or step)
+                solver = make_lane_solver(name, n, device, family=family, step=own_step or step, k=k)
                 cases.check_step(solver)
             except cases.Skip as exc:
                 log(f"  {method:20s} skipped: {exc}")
@@ -114,7 +127,7 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
             for m, lane in lanes.items():
                 if float(lane.solver.g.norm()) <= RESTART_BELOW * lane.g0:   # converged: restart (untimed)
                     lane.solver = make_lane_solver(lane_steps[m][0], n, device, family=family,
-                                                   step=lane_steps[m][1])
+                                                   step=lane_steps[m][1], k=lane_steps[m][2])
                     lane.restarts += 1
                 c0 = lane.solver.counts
                 t0 = timing.now(device)
@@ -132,7 +145,7 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
         log(f"n={n}: gradient {grad_s:.3e} s, hvp {hvp_s:.3e} s ({hvp_s / grad_s:.2f} gradients)")
         for method, lane in lanes.items():
             step_s, mean_s = statistics.median(samples[method]), statistics.fmean(samples[method])
-            row = {"method": method.partition("@")[0], "lane": method, "step": lane.solver.method.params["step"], "problem": family, "device": device,
+            row = {"method": lane_steps[method][0], "lane": method, "k": lane_steps[method][2], "step": lane.solver.method.params["step"], "problem": family, "device": device,
                    **cases.solver_info(lane.solver), "step_s": step_s, "grad_s": grad_s, "hvp_s": hvp_s,
                    "step_per_grad": step_s / grad_s, "mean_step_s": mean_s, "mean_step_per_grad": mean_s / grad_s,
                    "restarts": lane.restarts,
@@ -194,9 +207,16 @@ def main(argv=None) -> int:
     if args.repeat < 1:
         ap.error(f"--repeat must be >= 1, got {args.repeat}")
     methods = args.methods or list(cases.methods())
-    unknown = sorted({m.partition("@")[0] for m in methods} - set(cases.methods()))
+    try:
+        lanes = [parse_lane(m) for m in methods]
+    except ValueError as exc:
+        ap.error(str(exc))
+    unknown = sorted({name for name, _, _ in lanes} - set(cases.methods()))
     if unknown:
         ap.error(f"unknown method(s) {unknown}; registered: {', '.join(cases.methods())}")
+    no_blocks = [m for m, (name, k, _) in zip(methods, lanes) if k is not None and not pc.method_info(name).blocks]
+    if no_blocks:
+        ap.error(f"lane(s) {no_blocks}: a block count ':k' needs a block method")
     try:
         cases.require_device(args.device)
     except cases.Skip as exc:

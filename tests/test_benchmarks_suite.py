@@ -179,3 +179,17 @@ def test_step_cost_script_writes_its_table(tmp_path):
         assert row["grads_per_step"] >= 1  # every step ends with the gradient at the new point
     # slopes only for matrix-free methods (newton keeps a dense Hessian)
     assert set(data["slopes"]) == {"gd", "lbfgs"}
+
+
+def test_step_cost_lanes_with_block_counts_and_bad_lanes(tmp_path):
+    stem = tmp_path / "lanes"
+    _run([sys.executable, str(BENCH_DIR / "step_cost.py"), "--n", "1000", "--methods", "adagrad_bma:4",
+          "adagrad_bma:16", "--repeat", "2", "--out", str(stem)], env=_env())
+    rows = json.loads(stem.with_suffix(".json").read_text())["rows"]
+    assert {(r["lane"], r["method"], r["k"]) for r in rows} == {("adagrad_bma:4", "adagrad_bma", 4),
+                                                                 ("adagrad_bma:16", "adagrad_bma", 16)}
+    for lane, words in (("adagrad_bma:0", "positive integer"), ("gd:4", "needs a block method")):
+        proc = subprocess.run([sys.executable, str(BENCH_DIR / "step_cost.py"), "--n", "100", "--methods", lane,
+                               "--out", str(tmp_path / "bad")], env=_env(), capture_output=True, text=True)
+        assert proc.returncode == 2 and words in proc.stderr and lane in proc.stderr, proc.stderr
+        assert not (tmp_path / "bad.json").exists()
