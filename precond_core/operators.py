@@ -792,6 +792,17 @@ def _block_lengths(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor
     return torch.tensor(sizes, dtype=torch.int64, device=device)
 
 
+@functools.lru_cache(maxsize=16)
+def _block_consts(sizes: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> dict:
+    """Per-block constants of the k x k algebra, memoized per (sizes, dtype, device): s, sqrt(s) sqrt(s)^T,
+    1/sqrt(s) 1/sqrt(s)^T, the mask of blocks with more than one coordinate (bool and 0/1), s (s - 1) (1 for
+    singletons). Read-only: the block means' refresh reuses them instead of rebuilding them every step."""
+    s = torch.tensor(sizes, dtype=dtype, device=device)
+    sq, multi = s.sqrt(), s > 1
+    return {"s": s, "sqsq": torch.outer(sq, sq), "rsrs": torch.outer(sq.reciprocal(), sq.reciprocal()),
+            "multi": multi, "multi_f": multi.to(dtype), "pairs": torch.where(multi, s * (s - 1), torch.ones_like(s))}
+
+
 def _block_structure(sizes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(length-n block index, (k,) lengths); the index is built on each call, never cached (8 n bytes)."""
     s = _block_lengths(sizes, device)
@@ -957,6 +968,17 @@ class BlockMean(Operator):
         self._eigK = None
         self._powers: dict = {}   # (p, shift) -> the powered block mean, for Python-number shifts
 
+    def _derived(self, lam: torch.Tensor, B: torch.Tensor) -> "BlockMean":
+        """A block mean on the same blocks from (k,) lam and (k, k) B of this one's dtype and device: the
+        block structure shared, nothing re-validated (the refresh path of every step)."""
+        new = object.__new__(BlockMean)
+        new.__dict__.update(self.__dict__)
+        new.lam, new.B, new._eigK, new._powers = lam, B, None, {}
+        return new
+
+    def _consts(self) -> dict:
+        return _block_consts(self.sizes, self.dtype, _norm_device(self.device))
+
     @property
     def index(self) -> torch.Tensor:
         """The length-n block index (``block_index``); built on demand, not held by the operator."""
@@ -985,9 +1007,9 @@ class BlockMean(Operator):
         return _col(self.lam.index_select(0, idx), v) * v + (self.B @ e).index_select(0, idx)
 
     def _finish(self, hK: torch.Tensor, hlam: torch.Tensor) -> "BlockMean":
-        rs = self.s.rsqrt()
-        Bp = rs.unsqueeze(1) * hK * rs.unsqueeze(0) - torch.diag(hlam / self.s)
-        return BlockMean(hlam, Bp, self.sizes)
+        Bp = hK.mul_(self._consts()["rsrs"])         # S^{-1/2} h(K) S^{-1/2} - diag(h(lam) / s)
+        Bp.diagonal().sub_(hlam / self.s)
+        return self._derived(hlam, Bp)
 
     def inverse(self, shift=0.0) -> "BlockMean":
         """(D + shift I)^{-1} as a block mean (exact, no clamping; singular D + shift I gives inf/nan)."""
@@ -1014,16 +1036,16 @@ class BlockMean(Operator):
         return out
 
     def _matrix_power(self, p, shift) -> "BlockMean":
+        c = self._consts()
         if self._eigK is None:
-            rs = self.s.sqrt()
-            K = torch.diag(self.lam) + rs.unsqueeze(1) * self.B * rs.unsqueeze(0)
-            self._eigK = torch.linalg.eigh(0.5 * (K + K.T))
+            K = self.B * c["sqsq"]                    # Lambda + S^{1/2} B S^{1/2}, symmetrized
+            K.diagonal().add_(self.lam)
+            self._eigK = torch.linalg.eigh((K + K.T).mul_(0.5))
         mu, W = self._eigK
         mu_s, lam_s = mu + shift, self.lam + shift
-        multi = self.s > 1
-        scale = torch.maximum(mu_s.abs().max(), torch.where(multi, lam_s.abs(), torch.zeros_like(lam_s)).max())
-        hlam = torch.where(multi, _pow_eigs(lam_s, p, scale), torch.zeros_like(lam_s))
-        hK = W @ (_pow_eigs(mu_s, p, scale).unsqueeze(1) * W.T)
+        scale = torch.maximum(mu_s.abs().max(), (lam_s.abs() * c["multi_f"]).max())
+        hlam = torch.where(c["multi"], _pow_eigs(lam_s, p, scale), 0.0)
+        hK = (W * _pow_eigs(mu_s, p, scale)) @ W.T
         return self._finish(hK, hlam)
 
     def solve(self, v, shift=0.0):
@@ -1038,13 +1060,23 @@ class BlockMean(Operator):
         return torch.diag(self.lam[idx]) + self.B[idx][:, idx]
 
 
-def block_mean_from_stats(U: torch.Tensor, Q: torch.Tensor, sizes: Sequence[int]) -> BlockMean:
+def block_mean_from_stats(U: torch.Tensor, Q: torch.Tensor, sizes: Sequence[int],
+                          like: BlockMean | None = None) -> BlockMean:
     """Frobenius-optimal block mean of H = sum_t g_t g_t^T from block statistics only (docs/METHODS.md section 3).
 
     ``U`` = sum_t e_t e_t^T with e_t = E^T g_t (k x k), ``Q`` = sum_t E^T (g_t * g_t) (k,). Then
     b_ij = U_ij / (s_i s_j) (i != j), b_ii = (U_ii - Q_i) / (s_i (s_i - 1)) (0 if s_i = 1),
     lambda_i = Q_i / s_i - b_ii. In general U = E^T H E and Q = E^T diag(H) for any H. O(k^2).
+    ``like``: a block mean on the same blocks, dtype and device (the previous refresh's): its block
+    structure is reused and nothing is re-validated.
     """
+    if like is not None and like.k == Q.shape[0] and like.dtype == Q.dtype and like.device == Q.device:
+        c = like._consts()
+        s = c["s"]
+        bdiag = (U.diagonal() - Q).div_(c["pairs"]).mul_(c["multi_f"])
+        B = U / c["s"].unsqueeze(1) / c["s"].unsqueeze(0)
+        B.diagonal().copy_(bdiag)
+        return like._derived(Q / s - bdiag, B)
     Q = _check_tensor(Q, "Q", ndim=1)
     k = Q.shape[0]
     U = _check_tensor(U, "U", shape=(k, k), like=Q, like_name="Q")

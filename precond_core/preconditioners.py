@@ -928,7 +928,7 @@ class AdaGradBMA(Preconditioner):
         if s.z2 is not None:
             s.z2.addcmul_(g, g)
         if s.t % s.every == 0 or s.F is None:
-            F = ops.block_mean_from_stats(s.U, s.Q, s.sizes)
+            F = ops.block_mean_from_stats(s.U, s.Q, s.sizes, like=s.F)   # the block structure reused
             if self.variant == "scaled":
                 sz = torch.tensor(s.sizes, dtype=x.dtype, device=x.device)
                 r = (s.Q / sz + self.delta).rsqrt()
