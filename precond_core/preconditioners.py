@@ -571,63 +571,6 @@ def _sample_without_replacement(S: int, b: int, generator: torch.Generator) -> t
     return torch.randperm(S, generator=generator, device=dev)[:b]
 
 
-_LOGISTIC = None   # problems.logistic.LogisticRegression, imported on first use
-
-
-def _sparse_sample_grads(problem, x: torch.Tensor, idx: torch.Tensor):
-    """(J, Uc) with the rows of ``problem.per_sample_grads(x, idx)`` (b x n) equal to (E_J Uc)^T: J the
-    distinct columns the selected rows of a sparse design touch, Uc (|J| x b). O(nnz of the rows), no
-    n-vector. Only for logistic regression on a sparse CSR design (else ``None``: the dense path); the
-    coefficients are those of ``LogisticRegression.per_sample_grads``, -b_s sigmoid(-b_s a_s^T x)."""
-    global _LOGISTIC
-    if _LOGISTIC is None:
-        from .problems.logistic import LogisticRegression as _LOGISTIC
-    design = getattr(problem, "design", None)
-    if not isinstance(problem, _LOGISTIC) or design is None or not design.sparse or x.device.type != "cpu":
-        return None
-    A = design.A
-    crow, col, val = A.crow_indices(), A.col_indices(), A.values()
-    b = 1 if isinstance(idx, int) else idx.shape[0]
-    if b == 1 and _rows_strictly_increasing(design):
-        # one row with distinct columns: J and the values are slices of the CSR arrays (no gather, no sort),
-        # the coefficient a host number (CPU): four small tensor operations in all
-        s = idx if isinstance(idx, int) else int(idx[0])
-        lo, hi = crow[s:s + 2].tolist()
-        J, vals = col[lo:hi], val[lo:hi]
-        bs = problem.b[s].item()
-        m = -bs * torch.dot(vals, x.index_select(0, J)).item()                     # -b_s a_s^T x
-        sig = 1.0 / (1.0 + math.exp(-m)) if m >= 0 else math.exp(m) / (1.0 + math.exp(m))
-        return J, torch.mul(vals, -bs * sig).unsqueeze(1)
-    if isinstance(idx, int):
-        idx = torch.tensor([idx])
-    starts, ends = crow[idx].long(), crow[idx + 1].long()
-    lens = ends - starts
-    total = int(lens.sum())
-    rows = torch.repeat_interleave(torch.arange(b), lens, output_size=total)
-    pos = starts[rows] + torch.arange(total) - (torch.cumsum(lens, 0) - lens)[rows]
-    J, inv = torch.unique(col[pos].long(), return_inverse=True)
-    Uc = torch.zeros(J.shape[0], b, dtype=x.dtype)
-    Uc.index_put_((inv, rows), val[pos], accumulate=True)     # repeated (row, column) entries add, as in A
-    bl = problem.b[idx]
-    coef = -bl * torch.sigmoid(-bl * (Uc.T @ x.index_select(0, J)))          # a_s^T x over the rows' nonzeros
-    return J, Uc.mul_(coef)
-
-
-def _rows_strictly_increasing(design) -> bool:
-    """Whether every row of the sparse CSR design lists strictly increasing (so distinct) columns; checked
-    once per design (O(nnz)) and remembered on it."""
-    flag = getattr(design, "_rows_increasing", None)
-    if flag is None:
-        A = design.A
-        crow, col = A.crow_indices().long(), A.col_indices().long()
-        inc = col[1:] > col[:-1]
-        starts = torch.zeros(col.shape[0], dtype=torch.bool)  # entry k starts a row: no comparison with k - 1
-        starts[crow[1:-1][crow[1:-1] < col.shape[0]]] = True
-        flag = bool((inc | starts[1:]).all()) if col.shape[0] > 1 else True
-        design._rows_increasing = flag
-    return flag
-
-
 class FisherSampled(_FisherSigma):
     name = "fisher_sampled"
 
@@ -648,7 +591,8 @@ class FisherSampled(_FisherSigma):
         sparse = None
         if not self.model and x.device.type == "cpu" and idx.device.type == "cpu":
             # sparse per-sample gradients: O(nnz of the rows) per step (b = 1: the index as a host number)
-            sparse = _sparse_sample_grads(p, x, idx.item() if self.b == 1 else idx)
+            rows = getattr(p, "sparse_per_sample_grads", None)
+            sparse = rows(x, idx.item() if self.b == 1 else idx) if rows is not None else None
         if sparse is not None:
             oracle.sample_grads += self.b
             J, Uc = sparse

@@ -119,26 +119,38 @@ def test_sparse_sample_grads_match_dense_rows():
     prob = pc.problems.scalable(300, seed=1)
     x = _point(prob)
     for idx in (torch.tensor([7]), torch.tensor([3, 29, 0, 11])):
-        J, Uc = P._sparse_sample_grads(prob, x, idx)
+        J, Uc = prob.sparse_per_sample_grads(x, idx)
         U = torch.zeros(prob.n, idx.numel(), dtype=F64)
         U[J] = Uc
         assert J.unique().numel() == J.numel()
         assert torch.allclose(U.T, prob.per_sample_grads(x, idx), rtol=1e-13, atol=1e-15)
-    assert P._sparse_sample_grads(_logistic(), _point(_logistic()), torch.tensor([1])) is None   # dense design
+    assert _logistic().sparse_per_sample_grads(_point(_logistic()), torch.tensor([1])) is None   # dense design
     # a CSR design whose row lists its columns out of order: the general path, same rows
     crow = torch.tensor([0, 3, 5, 5, 7])
     col = torch.tensor([4, 1, 3, 0, 2, 3, 1])
     val = torch.tensor([1.0, 2.0, 0.5, -1.0, 3.0, 2.0, -0.5], dtype=F64)
     A = torch.sparse_csr_tensor(crow, col, val, size=(4, 5))
     odd = pc.problems.logistic_regression(A, torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=F64))
-    assert P._rows_strictly_increasing(odd.design) is False
+    assert odd.design.rows_strictly_increasing() is False
     x5 = torch.tensor([0.1, -0.2, 0.3, 0.4, -0.5], dtype=F64)
     for idx in (torch.tensor([0]), torch.tensor([2]), torch.tensor([3, 0])):
-        J, Uc = P._sparse_sample_grads(odd, x5, idx)
+        J, Uc = odd.sparse_per_sample_grads(x5, idx)
         U = torch.zeros(5, idx.numel(), dtype=F64)
         U[J] = Uc
         assert torch.allclose(U.T, odd.per_sample_grads(x5, idx), rtol=1e-13, atol=1e-15)
-    assert P._rows_strictly_increasing(prob.design) is True
+    assert prob.design.rows_strictly_increasing() is True
+    # a repeated (row, column) entry counts twice, in the dense rows as in the sparse products and factor
+    dup = torch.sparse_csr_tensor(torch.tensor([0, 3, 4]), torch.tensor([1, 1, 2, 0]),
+                                  torch.tensor([1.0, 2.0, 0.5, -1.0], dtype=F64), size=(2, 3))
+    twice = pc.problems.logistic_regression(dup, torch.tensor([1.0, -1.0], dtype=F64))
+    x3 = torch.tensor([0.2, -0.4, 0.3], dtype=F64)
+    rows = twice.per_sample_grads(x3, torch.tensor([0, 1]))
+    Ad, bl = torch.tensor([[0.0, 3.0, 0.5], [-1.0, 0.0, 0.0]], dtype=F64), torch.tensor([1.0, -1.0], dtype=F64)
+    assert torch.allclose(rows, (-bl * torch.sigmoid(-bl * (Ad @ x3)))[:, None] * Ad, rtol=1e-13, atol=1e-15)
+    J, Uc = twice.sparse_per_sample_grads(x3, torch.tensor([0, 1]))
+    U = torch.zeros(3, 2, dtype=F64)
+    U[J] = Uc
+    assert torch.allclose(U.T, rows, rtol=1e-13, atol=1e-15)
 
 
 def test_sampled_fisher_on_sparse_design_matches_dense_construction():

@@ -147,8 +147,21 @@ class Design:
         r = torch.repeat_interleave(torch.arange(b, device=self.device), lens, output_size=total)
         offs = torch.cumsum(lens, 0) - lens
         pos = starts[r] + torch.arange(total, device=self.device) - offs[r]
-        out[r, col[pos]] = val[pos]
+        out.index_put_((r, col[pos]), val[pos], accumulate=True)   # repeated (row, column) entries add, as in A
         return out
+
+    def rows_strictly_increasing(self) -> bool:
+        """Whether every row of the sparse CSR design lists strictly increasing (so distinct) columns;
+        checked once (O(nnz)) and remembered."""
+        flag = getattr(self, "_rows_increasing", None)
+        if flag is None:
+            crow, col = self.A.crow_indices().long(), self.A.col_indices().long()
+            inc = col[1:] > col[:-1]
+            starts = torch.zeros(col.shape[0], dtype=torch.bool)  # entry k starts a row: no comparison with k - 1
+            starts[crow[1:-1][crow[1:-1] < col.shape[0]]] = True
+            flag = bool((inc | starts[1:]).all()) if col.shape[0] > 1 else True
+            self._rows_increasing = flag
+        return flag
 
     def cols(self, start: int, end: int) -> torch.Tensor:
         """Dense columns A[:, start:end] (S x (end - start)); O(S (end - start)) memory."""

@@ -162,6 +162,42 @@ class LogisticRegression(Problem):
         coef = -self.b[idx] * torch.sigmoid(-self.b[idx] * (Ai @ x))
         return Ai.mul_(coef[:, None])   # Ai is a fresh copy (``Design.rows``): scaled in place
 
+    def sparse_per_sample_grads(self, x: torch.Tensor, idx):
+        """(J, Uc) with the rows of ``per_sample_grads(x, idx)`` (b x n) equal to (E_J Uc)^T: J the distinct
+        columns the selected rows of a sparse design touch, Uc (|J| x b). O(nnz of the rows), no n-vector.
+        ``idx``: an int (one row) or a 1-D index tensor. ``None`` for a dense design or off the CPU (use
+        ``per_sample_grads``)."""
+        design = self.design
+        if not design.sparse or x.device.type != "cpu":
+            return None
+        A = design.A
+        crow, col, val = A.crow_indices(), A.col_indices(), A.values()
+        b = 1 if isinstance(idx, int) else idx.shape[0]
+        if b == 1 and design.rows_strictly_increasing():
+            # one row with distinct columns: J and the values are slices of the CSR arrays (no gather, no
+            # sort), the coefficient a host number (CPU): four small tensor operations in all
+            s = idx if isinstance(idx, int) else int(idx[0])
+            lo, hi = crow[s:s + 2].tolist()
+            J, vals = col[lo:hi], val[lo:hi]
+            bs = self.b[s].item()
+            m = -bs * torch.dot(vals, x.index_select(0, J)).item()                     # -b_s a_s^T x
+            sig = 1.0 / (1.0 + math.exp(-m)) if m >= 0 else math.exp(m) / (1.0 + math.exp(m))
+            return J, torch.mul(vals, -bs * sig).unsqueeze(1)
+        if isinstance(idx, int):
+            idx = torch.tensor([idx])
+        idx = check_idx(idx, self.S, self.device)
+        starts, ends = crow[idx].long(), crow[idx + 1].long()
+        lens = ends - starts
+        total = int(lens.sum())
+        rows = torch.repeat_interleave(torch.arange(b), lens, output_size=total)
+        pos = starts[rows] + torch.arange(total) - (torch.cumsum(lens, 0) - lens)[rows]
+        J, inv = torch.unique(col[pos].long(), return_inverse=True)
+        Uc = torch.zeros(J.shape[0], b, dtype=x.dtype)
+        Uc.index_put_((inv, rows), val[pos], accumulate=True)     # repeated (row, column) entries add, as in A
+        bl = self.b[idx]
+        coef = -bl * torch.sigmoid(-bl * (Uc.T @ x.index_select(0, J)))          # a_s^T x over the rows' nonzeros
+        return J, Uc.mul_(coef)
+
     def model_sample_grads(self, x: torch.Tensor, idx, generator: torch.Generator) -> torch.Tensor:
         """Rows -y_s sigmoid(-y_s a_s^T x) a_s with y_s = +1 w.p. sigmoid(a_s^T x), else -1 (drawn with
         ``generator``). E[g_s g_s^T] = p_s (1 - p_s) a_s a_s^T."""
