@@ -5,7 +5,9 @@ samples of its distribution. Per cell and metric:
 
 - ``step_s``: the per-iteration step times (differences of the iters table's ``time_s``) of every run of
   the cell. The ratio B/A of the medians gets a percentile bootstrap interval that resamples runs and,
-  within each drawn run, its iterations (so run-to-run drift widens the interval); at least
+  within each drawn run, its iterations (so run-to-run drift widens the interval), widened to a Welch t
+  interval on the runs' median step times where that is wider (with few runs the bootstrap understates
+  the drift between runs that a shared machine's bursts of load cause); at least
   ``MIN_RUNS_STEP`` runs per side with ``MIN_STEPS`` step times each, else "insufficient data".
 - ``time_to_eps`` (iteration clock, set-up excluded) and ``state_bytes``: one value per run; ratio of
   medians with a bootstrap over runs, at least ``MIN_RUNS_EPS`` runs per side.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,9 +76,38 @@ def _median_boot(samples: list[np.ndarray], reps: int, rng: np.random.Generator)
     return np.median(vals.reshape(reps, -1), axis=1)
 
 
+def _t_quantile(p: float, df: float) -> float:
+    """Student's t quantile (Cornish-Fisher expansion around the normal quantile: within 3% for df >= 2,
+    too wide, so conservative, below)."""
+    z = statistics.NormalDist().inv_cdf(p)
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+def welch_log_interval(a: list[np.ndarray], b: list[np.ndarray], level: float = LEVEL) -> tuple[float, float]:
+    """Interval on the ratio B/A from the runs' own medians (one value per run): Welch's t interval on the
+    difference of the mean log run medians, exponentiated. With a few runs per side it reflects run-to-run
+    drift (a shared machine's bursts of load move whole runs) that the bootstrap of so few runs
+    understates. (nan, nan) with fewer than 2 runs a side."""
+    la = np.log([np.median(x) for x in a if len(x)])
+    lb = np.log([np.median(x) for x in b if len(x)])
+    if la.size < 2 or lb.size < 2 or not (np.isfinite(la).all() and np.isfinite(lb).all()):
+        return math.nan, math.nan
+    va, vb = la.var(ddof=1) / la.size, lb.var(ddof=1) / lb.size
+    se = math.sqrt(va + vb)
+    d = float(lb.mean() - la.mean())
+    if se == 0:
+        return math.exp(d), math.exp(d)
+    df = se ** 4 / (va ** 2 / (la.size - 1) + vb ** 2 / (lb.size - 1))
+    h = _t_quantile(1 - (1 - level) / 2, max(df, 1.0)) * se
+    return math.exp(d - h), math.exp(d + h)
+
+
 def ratio_ci(a: list[np.ndarray], b: list[np.ndarray], *, reps: int = N_BOOT, level: float = LEVEL,
              seed: int = 0) -> tuple[float, float, float]:
-    """(ratio of pooled medians B/A, interval low, interval high) by the run-then-sample bootstrap."""
+    """(ratio of pooled medians B/A, interval low, interval high): the union of the run-then-sample
+    bootstrap interval and the Welch interval on the runs' medians (``welch_log_interval``), so that
+    neither the spread within runs nor the drift between them is understated."""
     rng = np.random.default_rng(seed)
     ma, mb = float(np.median(np.concatenate(a))), float(np.median(np.concatenate(b)))
     if not (ma > 0 and math.isfinite(ma) and math.isfinite(mb)):
@@ -88,6 +120,9 @@ def ratio_ci(a: list[np.ndarray], b: list[np.ndarray], *, reps: int = N_BOOT, le
         return mb / ma, math.nan, math.nan
     q = (1 - level) / 2
     lo, hi = np.quantile(r, [q, 1 - q])
+    wlo, whi = welch_log_interval(a, b, level)
+    if math.isfinite(wlo) and math.isfinite(whi):
+        lo, hi = min(lo, wlo), max(hi, whi)
     return mb / ma, float(lo), float(hi)
 
 
