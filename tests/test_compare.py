@@ -268,7 +268,9 @@ def test_slower_gradient_flagged_in_exactly_its_cells(stores, capsys):
     # a slowed step costs at most the gradient's ratio (the extra work is all in the gradient), up to the
     # noise of three runs a side (one cell measured 1.25x the gradient ratio on a shared VM)
     assert np.all(ratios > 1.1) and np.all(ratios < 1.4 * grad_ratio), (ratios, grad_ratio)
-    assert np.median(ratios) > 0.75 * grad_ratio, (ratios, grad_ratio)
+    # and not far below it: a step also pays its loss and the method's own work, which the slowdown leaves
+    # alone (the steps' ratios are 1 + EXTRA g / (step), about 0.7-0.85 of the gradient's here)
+    assert np.median(ratios) > 0.6 * grad_ratio, (ratios, grad_ratio)
 
 
 # -- bad input -----------------------------------------------------------------------------------------
