@@ -6,8 +6,8 @@ samples of its distribution. Per cell and metric:
 - ``step_s``: the per-iteration step times (differences of the iters table's ``time_s``) of every run of
   the cell. The ratio B/A of the medians gets a percentile bootstrap interval that resamples runs and,
   within each drawn run, its iterations (so run-to-run drift widens the interval), widened to a Welch t
-  interval on the runs' median step times where that is wider (with few runs the bootstrap understates
-  the drift between runs that a shared machine's bursts of load cause); at least
+  interval on the runs' median step times where that is wider, with 3 or more runs a side (with few runs
+  the bootstrap understates the drift between runs that a shared machine's bursts of load cause); at least
   ``MIN_RUNS_STEP`` runs per side with ``MIN_STEPS`` step times each, else "insufficient data".
 - ``time_to_eps`` (iteration clock, set-up excluded) and ``state_bytes``: one value per run; ratio of
   medians with a bootstrap over runs, at least ``MIN_RUNS_EPS`` runs per side.
@@ -31,6 +31,7 @@ import pandas as pd
 MIN_STEPS = 5       # step times a run needs to count as a sample of its step time
 MIN_RUNS_STEP = 2   # runs per side for an interval on the step time
 MIN_RUNS_EPS = 3    # runs per side for an interval on a per-run figure (time to eps)
+MIN_RUNS_WELCH = 3  # runs per side from which the step-time interval is widened by a t interval on run medians
 N_BOOT = 2000
 LEVEL = 0.95
 INSUFFICIENT = "insufficient data"
@@ -88,10 +89,12 @@ def welch_log_interval(a: list[np.ndarray], b: list[np.ndarray], level: float = 
     """Interval on the ratio B/A from the runs' own medians (one value per run): Welch's t interval on the
     difference of the mean log run medians, exponentiated. With a few runs per side it reflects run-to-run
     drift (a shared machine's bursts of load move whole runs) that the bootstrap of so few runs
-    understates. (nan, nan) with fewer than 2 runs a side."""
+    understates. (nan, nan) with fewer than ``MIN_RUNS_WELCH`` runs a side (a t interval from two values per
+    side has a t quantile near 4 to 13 and would flag nothing but huge changes; such comparisons keep the
+    bootstrap's interval and should be read as indicative)."""
     la = np.log([np.median(x) for x in a if len(x)])
     lb = np.log([np.median(x) for x in b if len(x)])
-    if la.size < 2 or lb.size < 2 or not (np.isfinite(la).all() and np.isfinite(lb).all()):
+    if la.size < MIN_RUNS_WELCH or lb.size < MIN_RUNS_WELCH or not (np.isfinite(la).all() and np.isfinite(lb).all()):
         return math.nan, math.nan
     va, vb = la.var(ddof=1) / la.size, lb.var(ddof=1) / lb.size
     se = math.sqrt(va + vb)
