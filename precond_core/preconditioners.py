@@ -260,6 +260,11 @@ class _AffineDiagonal(ops.Operator):
             self._op = ops.Diagonal(torch.add(torch.mul(self.d_stored, self.a), self.b))
         return self._op
 
+    @property
+    def d(self) -> torch.Tensor:
+        """The diagonal of D (formed on first use), as ``ops.Diagonal.d``."""
+        return self.diagonal().d
+
     def mv(self, v):
         return self.diagonal().mv(v)
 

@@ -86,6 +86,7 @@ def test_fused_power_step_matches_formula_on_both_paths(name, limit):
     else:
         D = sum(gi * gi for gi in gs)
     assert torch.allclose(s.op.to_dense(), torch.diag(D), rtol=1e-10, atol=1e-14)
+    assert torch.allclose(s.op.d, D, rtol=1e-10, atol=1e-14)
 
 
 def test_fused_adagrad_keeps_the_floor_rule():
