@@ -794,12 +794,12 @@ def _block_lengths(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor
 
 @functools.lru_cache(maxsize=16)
 def _block_consts(sizes: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> dict:
-    """Per-block constants of the k x k algebra, memoized per (sizes, dtype, device): s, sqrt(s) sqrt(s)^T,
+    """Per-block constants of the k x k algebra, memoized per (sizes, dtype, device): s s^T, sqrt(s) sqrt(s)^T,
     1/sqrt(s) 1/sqrt(s)^T, the mask of blocks with more than one coordinate (bool and 0/1), s (s - 1) (1 for
     singletons). Read-only: the block means' refresh reuses them instead of rebuilding them every step."""
     s = torch.tensor(sizes, dtype=dtype, device=device)
     sq, multi = s.sqrt(), s > 1
-    return {"s": s, "sqsq": torch.outer(sq, sq), "rsrs": torch.outer(sq.reciprocal(), sq.reciprocal()),
+    return {"ss": torch.outer(s, s), "sqsq": torch.outer(sq, sq), "rsrs": torch.outer(sq.reciprocal(), sq.reciprocal()),
             "multi": multi, "multi_f": multi.to(dtype), "pairs": torch.where(multi, s * (s - 1), torch.ones_like(s))}
 
 
@@ -1072,11 +1072,10 @@ def block_mean_from_stats(U: torch.Tensor, Q: torch.Tensor, sizes: Sequence[int]
     """
     if like is not None and like.k == Q.shape[0] and like.dtype == Q.dtype and like.device == Q.device:
         c = like._consts()
-        s = c["s"]
         bdiag = (U.diagonal() - Q).div_(c["pairs"]).mul_(c["multi_f"])
-        B = U / c["s"].unsqueeze(1) / c["s"].unsqueeze(0)
+        B = U / c["ss"]
         B.diagonal().copy_(bdiag)
-        return like._derived(Q / s - bdiag, B)
+        return like._derived(Q / like.s - bdiag, B)
     Q = _check_tensor(Q, "Q", ndim=1)
     k = Q.shape[0]
     U = _check_tensor(U, "U", shape=(k, k), like=Q, like_name="Q")

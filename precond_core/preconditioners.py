@@ -170,7 +170,7 @@ class _DiagState:
     acc: torch.Tensor
     t: int = 0
     out: torch.Tensor | None = None   # Adam: the bias-corrected second moment, written in place
-    extra: dict | None = None         # fused AdaGrad: the bound on max(acc) and the kernel's step counter
+    extra: dict | None = None         # fused steps (``_FusedPower``): the bound on max(acc), its limit, the step counter
 
 
 _CHUNK = 1 << 16   # entries per chunk of the diagonal accumulators on CPU (a slice that stays in cache)

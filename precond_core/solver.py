@@ -78,7 +78,7 @@ class Solver:
         self.f, self.g = self.oracle.loss_grad(x)
         self.pstate = self.method.preconditioner.init(problem, x, self.generator)
         self.sstate = self.method.step_rule.init(problem, x)
-        # a preconditioner that fuses its update with this step rule (AdaGrad's power step on CPU): one
+        # a preconditioner that fuses its update with this step rule (AdaGrad's, Adam's power step on CPU): one
         # call does both, with the same result up to roundoff
         fuse = getattr(self.method.preconditioner, "fused_step", None)
         self._fused = fuse(self.method.step_rule, x) if fuse is not None else None
@@ -120,21 +120,19 @@ class Solver:
         released before the new one is computed, so the loop itself keeps one iterate and one gradient.
         A tensor read from ``solver.x`` and kept by the caller is never overwritten (it is then not owned)."""
         pre, rule, oracle = self.method.preconditioner, self.method.step_rule, self.oracle
-        if self._fused is not None:
+        if self._fused is not None:   # update and step in one call (``preconditioner.fused_step``)
             owns = self.owns_x()
             x_new, self.op, self.pstate = self._fused.step(self.pstate, self.sstate, self.x, self.g, owns)
             oracle.solves += 1
-            self.x, self.g = x_new, None
-            self.f, self.g = oracle.loss_grad(x_new)
-            self.iteration += 1
-            return
-        self.op, self.pstate = pre.update(self.pstate, self.x, self.g, oracle)
-        if rule.takes_owns_x:
-            owns = self.owns_x()   # read before x is an argument on the call stack
-            x_new, f_new, g_new, self.sstate = rule.step(self.sstate, self.x, self.f, self.g, self.op, oracle,
-                                                         owns_x=owns)
+            f_new = g_new = None
         else:
-            x_new, f_new, g_new, self.sstate = rule.step(self.sstate, self.x, self.f, self.g, self.op, oracle)
+            self.op, self.pstate = pre.update(self.pstate, self.x, self.g, oracle)
+            if rule.takes_owns_x:
+                owns = self.owns_x()   # read before x is an argument on the call stack
+                x_new, f_new, g_new, self.sstate = rule.step(self.sstate, self.x, self.f, self.g, self.op, oracle,
+                                                             owns_x=owns)
+            else:
+                x_new, f_new, g_new, self.sstate = rule.step(self.sstate, self.x, self.f, self.g, self.op, oracle)
         if g_new is None:
             self.x, self.g = x_new, None   # the old gradient is freed before the new one is allocated
             f_new, g_new = oracle.loss_grad(x_new)

@@ -183,6 +183,20 @@ def test_iterations_compared_exactly_timeouts_excepted():
     assert timeout["regression"].tolist() == [""]
 
 
+def test_t_quantile_and_welch_interval():
+    """The t quantile against SciPy's; the Welch interval covers exp(difference of mean log run medians) and
+    widens with the spread between runs; fewer than MIN_RUNS_WELCH runs a side: no interval."""
+    st = pytest.importorskip("scipy.stats")
+    for df in (2, 3, 5, 10, 30):
+        assert cmpmod._t_quantile(0.975, df) == pytest.approx(st.t.ppf(0.975, df), rel=0.035)
+    a = [np.full(5, v) for v in (1.0, 1.1, 0.9)]
+    lo, hi = cmpmod.welch_log_interval(a, [x * 2.0 for x in a])
+    assert lo < 2.0 < hi
+    wide = cmpmod.welch_log_interval(a, [np.full(5, v) for v in (2.0, 3.6, 1.4)])
+    assert wide[0] < lo and wide[1] > hi
+    assert all(math.isnan(v) for v in cmpmod.welch_log_interval(a[:2], a[:2]))
+
+
 def test_time_to_eps_needs_three_runs_per_side():
     it = pd.DataFrame({"run_id": [], "iter": [], "time_s": []})
     two = cmpmod.compare_runs(_runs([0, 1], [5.0, 5.0], tte=[1.0, 1.0]), it,
