@@ -13,7 +13,9 @@ same problem, timed round-robin (each round: one step of every method, one gradi
 ratios, and the oracle calls per step. Every lane is timed in its method's steady state: it first runs
 ``cases.steady_warm`` untimed steps (the preconditioner's memory + 1, at least 1; for L-BFGS a full
 memory of pairs, so the figure is not an average over memory fill levels), both when it is created and
-when a converged lane is restarted; then, for each matrix-free method measured at two or more n, the
+when a lane is restarted (it converged, or it diverged: a fixed step too long for its preconditioner is
+restarted before its gradient norm grows 1000-fold, so no step is timed on inf/NaN; the row counts
+``diverged`` restarts); then, for each matrix-free method measured at two or more n, the
 least-squares slope of log(seconds per step) against log(n) (1 means linear growth). The table is
 printed and written to ``results/step_cost-<time>.csv`` and ``.json`` (``--out`` to choose the stem).
 """
@@ -23,6 +25,7 @@ import argparse
 import copy
 import csv
 import json
+import math
 import os
 import platform
 import statistics
@@ -42,6 +45,7 @@ from benchmarks import cases  # noqa: E402
 
 
 RESTART_BELOW = 1e-6   # a solver whose gradient norm fell below this fraction of its first is restarted
+RESTART_ABOVE = 1e3    # ... and one whose gradient norm grew by this factor or stopped being finite (diverged)
 
 
 @dataclass
@@ -51,7 +55,19 @@ class _Lane:
     g0: float
     steps: int = 0
     restarts: int = 0
+    diverged: int = 0
     counts: dict = field(default_factory=dict)
+
+    def restart_reason(self) -> str | None:
+        """"converged" or "diverged" when the lane must start again before its next timed step, else None.
+        A diverging lane (e.g. a fixed step too long for its preconditioner) would otherwise be timed on
+        inf/NaN arithmetic, whose speed is not a step's."""
+        gn, f = float(self.solver.g.norm()), float(self.solver.f)
+        if gn <= RESTART_BELOW * self.g0:
+            return "converged"
+        if not (math.isfinite(gn) and math.isfinite(f)) or gn > RESTART_ABOVE * self.g0:
+            return "diverged"
+        return None
 
     def add(self, before: dict, after: dict) -> None:
         self.steps += 1
@@ -105,7 +121,9 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
     change of load on a shared machine moves them together. One untimed round first; medians and means
     over ``repeat`` rounds. The solvers advance from the seeded start (each answer is checked first) and
     one whose gradient norm fell by ``1 / RESTART_BELOW`` starts again (untimed), so every timed step is
-    in the working regime, not past convergence where line-search rules pay several evaluations. Every
+    in the working regime, not past convergence where line-search rules pay several evaluations; so does
+    one that diverged (gradient norm up by ``RESTART_ABOVE`` or not finite: ``_Lane.restart_reason``),
+    counted in the row's ``diverged``, so no step is timed on inf/NaN. Every
     lane runs on its own problem object (:func:`own_problem`), so no lane evicts another's cached
     forward pass, and the gradient timing clears its own cache first."""
     rows = []
@@ -121,14 +139,20 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
             except cases.Skip as exc:
                 log(f"  {method:20s} skipped: {exc}")
                 continue
-            lanes[method] = _Lane(solver, float(solver.g.norm()))
+            g0 = float(solver.g.norm())
+            if not (math.isfinite(g0) and math.isfinite(float(solver.f))):
+                log(f"  {method:20s} skipped: not finite after its {cases.steady_warm(solver)} warm-up steps")
+                continue
+            lanes[method] = _Lane(solver, g0)
         samples = {m: [] for m in [*lanes, "(gradient)", "(hvp)"]}
         for r in range(repeat + 1):
             for m, lane in lanes.items():
-                if float(lane.solver.g.norm()) <= RESTART_BELOW * lane.g0:   # converged: restart (untimed)
+                why = lane.restart_reason()
+                if why is not None:   # converged or diverged: restart (untimed)
                     lane.solver = make_lane_solver(lane_steps[m][0], n, device, family=family,
                                                    step=lane_steps[m][1], k=lane_steps[m][2])
                     lane.restarts += 1
+                    lane.diverged += why == "diverged"
                 c0 = lane.solver.counts
                 t0 = timing.now(device)
                 lane.solver.step()
@@ -148,13 +172,14 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
             row = {"method": lane_steps[method][0], "lane": method, "k": lane_steps[method][2], "step": lane.solver.method.params["step"], "problem": family, "device": device,
                    **cases.solver_info(lane.solver), "step_s": step_s, "grad_s": grad_s, "hvp_s": hvp_s,
                    "step_per_grad": step_s / grad_s, "mean_step_s": mean_s, "mean_step_per_grad": mean_s / grad_s,
-                   "restarts": lane.restarts,
+                   "restarts": lane.restarts, "diverged": lane.diverged,
                    **{f"{key}_per_step": val / lane.steps for key, val in lane.counts.items()}}
             rows.append(row)
             log(f"  {method:20s} {step_s:.3e} s/step = {row['step_per_grad']:8.2f} gradients, "
                 f"mean {row['mean_step_per_grad']:.2f} "
                 f"(per step: {row['grads_per_step']:.2f} grads, {row['losses_per_step']:.2f} losses, "
-                f"{row['hvps_per_step']:.2f} hvps, {row['sample_grads_per_step']:.2f} sample grads)")
+                f"{row['hvps_per_step']:.2f} hvps, {row['sample_grads_per_step']:.2f} sample grads)"
+                + (f"; diverged {lane.diverged} time(s), restarted" if lane.diverged else ""))
     return rows
 
 

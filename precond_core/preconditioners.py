@@ -702,7 +702,10 @@ class UniformDirection(Preconditioner):
         if W is None or W.shape != (2 * m, n) or W.dtype != x.dtype or W.device != x.device:
             W = s.extra["W"] = torch.empty(2 * m, n, dtype=x.dtype, device=x.device)
         U, V = W[:m], W[m:]
-        self.draw(U, s.generator)
+        buf = s.extra.get("draw_buf")
+        if buf is None and x.dtype == torch.float64 and x.device.type == "cpu":
+            buf = s.extra["draw_buf"] = torch.empty(min(n, self.DRAW_CHUNK), dtype=torch.float32)
+        self.draw(U, s.generator, buf)
         for i in range(m):
             _hvp_into(oracle, x, U[i], V[i])
         if self.form == "raw":
@@ -724,33 +727,42 @@ class UniformDirection(Preconditioner):
             if gram is None or gram.dtype != x.dtype or gram.device != x.device:
                 gram = s.extra["gram"] = torch.ones(2, 2, dtype=x.dtype, device=x.device)
             uv = torch.mv(W, V[0])
-            gram[:, 1] = uv
-            gram[1, 0] = uv[0]
+            if x.device.type == "cpu":      # three entries written through NumPy views (no torch dispatch)
+                gn, un = gram.numpy(), uv.numpy()
+                gn[0, 1] = gn[1, 0] = un[0]
+                gn[1, 1] = un[1]
+            else:
+                gram[:, 1] = uv
+                gram[1, 0] = uv[0]
         return ops.LowRank(W.T, C, base=self.delta if self.form == "regularized" else 0.0, gram=gram), s
 
     DRAW_CHUNK = 1 << 16
 
     @classmethod
-    def draw(cls, U: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def draw(cls, U: torch.Tensor, generator: torch.Generator, buf: torch.Tensor | None = None) -> torch.Tensor:
         """Fill the rows of ``U`` (m, n) in place with independent directions uniform on the unit sphere.
 
         Gaussian rows normalized. On CPU in float64 the Gaussians are drawn in float32 chunks of
         ``DRAW_CHUNK`` entries and copied into ``U`` (measured at n = 10^6, 1 thread: float64 ``normal_``
         48 ms, float32 11 ms; a gradient of the scalable problem 32-48 ms): no n-sized temporary, and the
-        direction is uniform up to float32 rounding of its entries. Other dtypes and devices draw directly
-        in ``U``'s dtype.
+        direction is uniform up to float32 rounding of its entries. ``buf``: a float32 CPU buffer of at
+        least ``min(n, DRAW_CHUNK)`` entries to draw into (kept by the caller across steps), else one is
+        allocated. Other dtypes and devices draw directly in ``U``'s dtype.
         """
         if U.dtype == torch.float64 and U.device.type == "cpu":
             n = U.shape[1]
-            buf = torch.empty(min(n, cls.DRAW_CHUNK), dtype=torch.float32)
-            sq = torch.zeros(U.shape[0], dtype=torch.float64)
-            for i, row in enumerate(U):
+            c0 = min(n, cls.DRAW_CHUNK)
+            if buf is None or buf.dtype != torch.float32 or buf.device.type != "cpu" or buf.shape[0] < c0:
+                buf = torch.empty(c0, dtype=torch.float32)
+            for row in U:
+                sq = 0.0                  # on the host: a CPU scalar read costs less than a 0-d tensor update
                 for off in range(0, n, cls.DRAW_CHUNK):
                     c = min(cls.DRAW_CHUNK, n - off)
-                    dst = row[off:off + c]
+                    dst = row if c == n else row[off:off + c]
                     dst.copy_(buf[:c].normal_(generator=generator))
-                    sq[i] += torch.dot(dst, dst)         # the squared norm from the chunk while it is in cache
-            return U.mul_(sq.rsqrt_().unsqueeze(1))
+                    sq += float(torch.dot(dst, dst))     # the squared norm from the chunk while it is in cache
+                row.mul_(1.0 / math.sqrt(sq))
+            return U
         U.normal_(generator=generator)
         return U.div_(torch.linalg.vector_norm(U, dim=1, keepdim=True))
 

@@ -77,11 +77,14 @@ def _register(info: MethodInfo, factory: Callable[..., P.Preconditioner]) -> Non
 
 
 CURV_STEPS = ("adaptive", "regularized", "armijo", "fixed")
+# a curvature step x - lr D^{-1} g with D ~ H is Newton-scaled: its fixed step defaults to lr = 1 (gd's 1/L
+# would multiply a Newton-like step by 1/L; on the scalable problem, L ~ 1.6e-3, every such run diverged)
+CURV_FIXED = {"lr": 1.0}
 _register(MethodInfo("gd", "gradient descent, D = I", {}, "fixed", ("fixed", "armijo", "adaptive")),
           lambda: P.IdentityP())
 _register(MethodInfo("newton", "Newton's method, D = exact Hessian (inner_dtype=float32: float32 Hessian, refined solve)",
                      {"inner_dtype": None}, "armijo", CURV_STEPS,
-                     dense=True, max_n=4096, needs=("grad", "hessian")), lambda inner_dtype: P.ExactHessian(inner_dtype))
+                     dense=True, max_n=4096, needs=("grad", "hessian"), step_defaults=CURV_FIXED), lambda inner_dtype: P.ExactHessian(inner_dtype))
 _register(MethodInfo("adam", "Adam: D^2 = diag EMA of g*g, momentum beta1", {"beta2": 0.999}, "power", ("power",),
                      step_defaults={"lr": 0.01, "beta1": 0.9, "eps": 1e-16}), lambda beta2: P.AdamP(beta2))
 _register(MethodInfo("adagrad", "diagonal AdaGrad: D = diag(sum g*g)", {}, "power", ("power",)),
@@ -89,42 +92,42 @@ _register(MethodInfo("adagrad", "diagonal AdaGrad: D = diag(sum g*g)", {}, "powe
 _register(MethodInfo("adagrad_full", "full-matrix AdaGrad: D = sum g g^T", {}, "power", ("power",),
                      dense=True, max_n=2048), lambda: P.AdaGradFull())
 _register(MethodInfo("hutchinson", "Hutchinson diagonal |E[z * Hz]|, m Rademacher probes",
-                     {"probes": 1, "beta": 0.0}, "adaptive", CURV_STEPS, needs=("grad", "hvp")),
+                     {"probes": 1, "beta": 0.0}, "adaptive", CURV_STEPS, needs=("grad", "hvp"), step_defaults=CURV_FIXED),
           lambda probes, beta: P.Hutchinson(probes, beta))
 _register(MethodInfo("fisher_empirical", "full-batch empirical Fisher + lam I", {}, "adaptive", CURV_STEPS,
-                     dense=True, max_n=4096, needs=("grad", "per_sample_grads")), lambda: P.FisherEmpirical())
+                     dense=True, max_n=4096, needs=("grad", "per_sample_grads"), step_defaults=CURV_FIXED), lambda: P.FisherEmpirical())
 _register(MethodInfo("fisher_sampled", "sampled empirical Fisher of rank b (b = 1: rank one) + lam I", {"b": 1},
-                     "adaptive", CURV_STEPS, needs=("grad", "per_sample_grads")), lambda b: P.FisherSampled(b))
+                     "adaptive", CURV_STEPS, needs=("grad", "per_sample_grads"), step_defaults=CURV_FIXED), lambda b: P.FisherSampled(b))
 _register(MethodInfo("fisher_model", "sampled Fisher of rank b with labels drawn from the model + lam I",
-                     {"b": 1}, "adaptive", CURV_STEPS, needs=("grad", "model_sample_grads")),
+                     {"b": 1}, "adaptive", CURV_STEPS, needs=("grad", "model_sample_grads"), step_defaults=CURV_FIXED),
           lambda b: P.FisherSampled(b, model=True))
 _register(MethodInfo("uniform_direction", "n H u u^T, u uniform on the sphere: raw, symmetrized, regularized (+delta I)",
                      {"form": "regularized", "delta": 0.01, "lambda_max": None, "samples": 1, "sigma_form": "local"},
-                     "adaptive", CURV_STEPS, needs=("grad", "hvp")),
+                     "adaptive", CURV_STEPS, needs=("grad", "hvp"), step_defaults=CURV_FIXED),
           lambda form, delta, lambda_max, samples, sigma_form: P.UniformDirection(form, delta, lambda_max, samples,
                                                                                   sigma_form))
 _register(MethodInfo("newton_bma", "optimal block-mean approximation of the exact Hessian (study)",
                      {"k": None, "blocks": None}, "adaptive", CURV_STEPS, blocks=True, dense=True, max_n=4096,
-                     needs=("grad", "hessian")), lambda k, blocks: P.HessianBMA(k, blocks))
+                     needs=("grad", "hessian"), step_defaults=CURV_FIXED), lambda k, blocks: P.HessianBMA(k, blocks))
 _register(MethodInfo("adagrad_bma", "AdaGrad with the block-mean approximation of sum g g^T (exact or Z F Z)",
                      {"k": None, "blocks": None, "variant": "exact", "update_every": None, "damping": 0.1}, "power",
                      ("power",), blocks=True),
           lambda k, blocks, variant, update_every, damping: _lu2018(k, blocks, update_every) if variant == "lu2018" else P.AdaGradBMA(k, blocks, variant, update_every, damping))
 _register(MethodInfo("block_diag_hessian", "block-diagonal part of the Hessian", {"k": None, "blocks": None},
-                     "adaptive", CURV_STEPS, blocks=True, max_n=20000, needs=("grad", "hessian_blocks")),
+                     "adaptive", CURV_STEPS, blocks=True, max_n=20000, needs=("grad", "hessian_blocks"), step_defaults=CURV_FIXED),
           lambda k, blocks: P.BlockDiagHessian(k, blocks))
 _register(MethodInfo("lowrank_hessian", "top-r eigenpairs of the Hessian by Lanczos on HVPs",
                      {"rank": 10, "update_every": 1}, "adaptive", ("adaptive", "regularized"), needs=("grad", "hvp")),
           lambda rank, update_every: P.LowRankHessian(rank, update_every))
 _register(MethodInfo("kfac", "Kronecker-factored Fisher per linear layer + lam I", {}, "adaptive", CURV_STEPS,
-                     max_n=4096, needs=("grad", "kfac_factors")), lambda: P.KFAC())
+                     max_n=4096, needs=("grad", "kfac_factors"), step_defaults=CURV_FIXED), lambda: P.KFAC())
 _register(MethodInfo("lbfgs", "L-BFGS two-loop inverse-Hessian approximation", {"memory": 10}, "armijo",
-                     ("armijo", "fixed")), lambda memory: P.LBFGS(memory))
+                     ("armijo", "fixed"), step_defaults=CURV_FIXED), lambda memory: P.LBFGS(memory))
 _register(MethodInfo("newton_cg", "Hessian-free Newton-CG: CG on HVPs, Eisenstat-Walker forcing, float32 inner solve option",
-                     {"inner_dtype": None, "cg_maxiter": None}, "armijo", CURV_STEPS, needs=("grad", "hvp")),
+                     {"inner_dtype": None, "cg_maxiter": None}, "armijo", CURV_STEPS, needs=("grad", "hvp"), step_defaults=CURV_FIXED),
           lambda inner_dtype, cg_maxiter: _ncg.NewtonCG(inner_dtype, cg_maxiter))
 _register(MethodInfo("bfgs", "dense inverse-Hessian BFGS with curvature skip (small n)", {}, "armijo",
-                     ("armijo", "fixed"), dense=True, max_n=4096), lambda: _qn.BFGS())
+                     ("armijo", "fixed"), dense=True, max_n=4096, step_defaults=CURV_FIXED), lambda: _qn.BFGS())
 
 
 # -- parameter validation (table-driven) --------------------------------------------------------------

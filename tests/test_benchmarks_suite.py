@@ -193,3 +193,48 @@ def test_step_cost_lanes_with_block_counts_and_bad_lanes(tmp_path):
                                "--out", str(tmp_path / "bad")], env=_env(), capture_output=True, text=True)
         assert proc.returncode == 2 and words in proc.stderr and lane in proc.stderr, proc.stderr
         assert not (tmp_path / "bad.json").exists()
+
+
+def test_step_cost_restarts_converged_and_diverged_lanes():
+    """A lane is restarted (untimed) when its gradient norm fell by 1 / RESTART_BELOW, grew by RESTART_ABOVE
+    or stopped being finite, so no timed step runs past convergence or on inf/NaN."""
+    import torch
+    from benchmarks import step_cost
+
+    class Fake:
+        def __init__(self, gn, f=1.0):
+            self.g, self.f = torch.tensor([gn], dtype=torch.float64), torch.tensor(f, dtype=torch.float64)
+
+    def reason(gn, f=1.0):
+        return step_cost._Lane(Fake(gn, f), g0=2.0).restart_reason()
+
+    assert reason(2.0) is None and reason(2.0 * step_cost.RESTART_ABOVE * 0.99) is None
+    assert reason(2.0 * step_cost.RESTART_BELOW * 0.5) == "converged"
+    assert reason(2.0 * step_cost.RESTART_ABOVE * 1.01) == "diverged"
+    assert reason(math.inf) == reason(math.nan) == reason(1.0, f=math.inf) == "diverged"
+
+def test_step_cost_never_times_a_diverged_step(monkeypatch):
+    """End to end: a gd lane whose fixed step is about 360 times 1/L diverges within a few steps; it is restarted
+    each time (counted in the row's ``diverged``) and every timed step starts from a finite iterate."""
+    import torch
+    from benchmarks import step_cost
+    real_make_method, seen, LONG = cases.make_method, [], 4e4   # lr: about 360 times 1/L (110) here
+
+    def too_long(method, k=None, step=None):
+        m = real_make_method(method, k, step)
+        return pc.make_method("gd", step="fixed", lr=LONG) if method == "gd" else m
+
+    real_step = pc.Solver.step
+
+    def step(self):
+        if self.method.params.get("lr") == LONG:
+            seen.append(bool(torch.isfinite(self.g).all()) and math.isfinite(float(self.f)))
+        real_step(self)
+
+    monkeypatch.setattr(cases, "make_method", too_long)
+    monkeypatch.setattr(pc.Solver, "step", step)
+    rows = step_cost.measure(["gd", "lbfgs@fixed"], [200], "cpu", 12, log=lambda *a: None)
+    by = {r["lane"]: r for r in rows}
+    assert by["gd"]["diverged"] >= 2 and by["gd"]["diverged"] == by["gd"]["restarts"]
+    assert by["lbfgs@fixed"]["diverged"] == 0
+    assert seen and all(seen)

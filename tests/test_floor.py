@@ -330,6 +330,31 @@ def test_solve_add_matches_solve():
         assert torch.allclose(x, x0 - 0.3 * op.solve(v, shift), rtol=1e-12, atol=1e-13), type(op).__name__
 
 
+@pytest.mark.parametrize("host", [True, False])
+@pytest.mark.parametrize("r", [2, 5])
+def test_low_rank_solve_add_both_paths_against_dense(host, r, monkeypatch):
+    """LowRank.solve_add_ with the r x r algebra in NumPy (CPU, r <= HOST_SMALL_MAX) and in torch (the
+    path of GPUs and larger r, forced here by HOST_SMALL_MAX = 0), against the dense float64 solve; base
+    as a Python number and as a 0-d tensor, float64 and float32."""
+    if not host:
+        monkeypatch.setattr(ops, "HOST_SMALL_MAX", 0)
+    gen = torch.Generator().manual_seed(11)
+    n = 30
+    U = torch.randn(n, r, generator=gen, dtype=F64)
+    C = torch.randn(r, r, generator=gen, dtype=F64)
+    C = C + C.T
+    x0, v = torch.randn(n, generator=gen, dtype=F64), torch.randn(n, generator=gen, dtype=F64)
+    for dtype, tol in [(F64, 1e-11), (torch.float32, 2e-4)]:
+        for base, shift in [(0.7, 0.0), (0.7, 0.4), (torch.tensor(0.7), torch.tensor(0.2, dtype=F64)), (0.0, 2.5)]:
+            c = float(base) + float(shift)
+            dense = c * torch.eye(n, dtype=F64) + U @ C @ U.T
+            want = x0 - 0.3 * torch.linalg.solve(dense, v)
+            op = ops.LowRank(U.to(dtype), C.to(dtype), base=base)
+            x = x0.to(dtype)
+            assert op.solve_add_(x, v.to(dtype), -0.3, shift) is x
+            assert (x.double() - want).norm() <= tol * want.norm(), (dtype, base, shift)
+
+
 @pytest.mark.parametrize("p", [-0.5, -1.0, -0.3, 0.5, 2.0, 0.0])
 def test_diagonal_power_add_in_chunks_matches_power_diag(p, monkeypatch):
     gen = torch.Generator().manual_seed(4)

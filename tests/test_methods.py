@@ -283,3 +283,24 @@ def test_seeded_reruns_give_identical_traces_on_cpu(name):
     other = pc.minimize(pc.problems.scalable(500, seed=2), pc.make_method(name, step="fixed"), eps=1e-14,
                         max_iters=12, seed=10)
     assert other.losses != runs[0].losses
+
+
+def test_fixed_step_defaults_to_the_newton_step_for_curvature_methods():
+    """gd's fixed step defaults to lr = 1/L; a curvature method's x - lr D^{-1} g (D ~ H) to lr = 1. With
+    1/L (612 on this problem) every curvature method's fixed step diverged on the scalable problem."""
+    takes_fixed = [name for name in pc.list_methods() if "fixed" in pc.method_info(name).steps]
+    assert "gd" in takes_fixed and len(takes_fixed) > 5
+    for name in takes_fixed:
+        lr = pc.method_info(name).all_params("fixed")["lr"]
+        assert lr == (None if name == "gd" else 1.0), name
+    prob = pc.problems.scalable(500, seed=2)
+    for name in ("uniform_direction", "lbfgs", "newton_cg"):
+        tr = pc.minimize(prob, pc.make_method(name, step="fixed"), eps=1e-8, max_iters=400, seed=1)
+        assert tr.stop_reason == "converged", (name, tr.stop_reason, tr.grad_norms[-1])
+    for name in ("hutchinson", "fisher_sampled"):   # noisy diagonal / rank-one estimates: finite, no divergence
+        tr = pc.minimize(prob, pc.make_method(name, step="fixed"), eps=1e-8, max_iters=200, seed=1)
+        assert tr.stop_reason == "max_iters" and all(map(math.isfinite, tr.grad_norms)), name
+        old = pc.minimize(prob, pc.make_method(name, step="fixed", lr=1 / prob.L), eps=1e-8, max_iters=200, seed=1)
+        assert old.stop_reason == "diverged", name
+    # an explicit lr still wins
+    assert pc.make_method("lbfgs", step="fixed", lr=0.5).step_rule.lr == 0.5
