@@ -184,7 +184,7 @@ def eig_floor(scale: torch.Tensor) -> torch.Tensor:
     return torch.clamp(scale * fi.eps, min=math.sqrt(fi.tiny))
 
 
-HOST_SMALL_MAX = 16   # r x r (k x k) algebra of at most this size on CPU runs in NumPy (``_host_small``)
+HOST_SMALL_MAX = 64   # r x r (k x k) algebra of at most this size on CPU runs in NumPy (``_host_small``)
 
 
 def _host_small(r: int, *ts: torch.Tensor) -> bool:
@@ -824,6 +824,28 @@ def _block_consts(sizes: tuple[int, ...], dtype: torch.dtype, device: torch.devi
             "multi": multi, "multi_f": multi.to(dtype), "pairs": torch.where(multi, s * (s - 1), torch.ones_like(s))}
 
 
+@functools.lru_cache(maxsize=16)
+def _host_block_consts(sizes: tuple[int, ...], dtype: torch.dtype) -> dict:
+    """``_block_consts`` on the CPU as read-only NumPy arrays (plus ``s``), for the host path of the k x k
+    algebra (``_host_small``)."""
+    c = _block_consts(sizes, dtype, torch.device("cpu"))
+    out = {key: t.numpy().copy() for key, t in c.items()}
+    out["s"] = torch.tensor(sizes, dtype=dtype).numpy()
+    for a in out.values():
+        a.setflags(write=False)
+    return out
+
+
+def _host_pow_eigs(t: np.ndarray, p: float, scale: float) -> np.ndarray:
+    """``_pow_eigs`` on a NumPy array (the same clamping rule, ``eig_floor`` of ``scale``)."""
+    if p == 0:
+        return np.ones_like(t)
+    if p > 0:
+        return t ** int(p) if float(p).is_integer() else np.maximum(t, 0) ** p
+    fi = np.finfo(t.dtype)
+    return np.maximum(t, max(scale * float(fi.eps), math.sqrt(float(fi.tiny)))).astype(t.dtype, copy=False) ** p
+
+
 def _block_structure(sizes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(length-n block index, (k,) lengths); the index is built on each call, never cached (8 n bytes)."""
     s = _block_lengths(sizes, device)
@@ -987,14 +1009,16 @@ class BlockMean(Operator):
         self.s = self._lengths.to(lam.dtype)
         self.groups = strided_groups(self.sizes)   # regular families of blocks (``strided_groups``)
         self._eigK = None
+        self._host = None         # (lam, B) as NumPy arrays on their memory, or (lam, B, (mu, W)): host path
         self._powers: dict = {}   # (p, shift) -> the powered block mean, for Python-number shifts
 
-    def _derived(self, lam: torch.Tensor, B: torch.Tensor) -> "BlockMean":
+    def _derived(self, lam: torch.Tensor, B: torch.Tensor, host: tuple | None = None) -> "BlockMean":
         """A block mean on the same blocks from (k,) lam and (k, k) B of this one's dtype and device: the
-        block structure shared, nothing re-validated (the refresh path of every step)."""
+        block structure shared, nothing re-validated (the refresh path of every step). ``host``: NumPy
+        arrays sharing lam's and B's memory (the host path made them), so its powers need no conversion."""
         new = object.__new__(BlockMean)
         new.__dict__.update(self.__dict__)
-        new.lam, new.B, new._eigK, new._powers = lam, B, None, {}
+        new.lam, new.B, new._eigK, new._powers, new._host = lam, B, None, {}, host
         return new
 
     def _consts(self) -> dict:
@@ -1057,6 +1081,8 @@ class BlockMean(Operator):
         return out
 
     def _matrix_power(self, p, shift) -> "BlockMean":
+        if isinstance(shift, float) and _host_small(self.k, self.lam, self.B):
+            return self._host_matrix_power(p, shift)
         c = self._consts()
         if self._eigK is None:
             K = self.B * c["sqsq"]                    # Lambda + S^{1/2} B S^{1/2}, symmetrized
@@ -1068,6 +1094,28 @@ class BlockMean(Operator):
         hlam = torch.where(c["multi"], _pow_eigs(lam_s, p, scale), 0.0)
         hK = (W * _pow_eigs(mu_s, p, scale)) @ W.T
         return self._finish(hK, hlam)
+
+    def _host_matrix_power(self, p: float, shift: float) -> "BlockMean":
+        """``_matrix_power`` with the k x k algebra in NumPy on the operator's CPU memory (``_host_small``):
+        the same formulas, clamping rule and LAPACK eigensolver, without a torch dispatch per k x k op."""
+        c, k = _host_block_consts(self.sizes, self.dtype), self.k
+        if self._host is None:                          # each .numpy() is four dispatcher calls: made once
+            self._host = (self.lam.numpy(), self.B.numpy())
+        if len(self._host) == 2:
+            lam, Bn = self._host
+            K = Bn * c["sqsq"]                          # Lambda + S^{1/2} B S^{1/2}, symmetrized
+            K.flat[::k + 1] += lam
+            K += K.T
+            K *= 0.5
+            self._host = (lam, Bn, np.linalg.eigh(K))
+        lam, _, (mu, W) = self._host
+        mu_s, lam_s = mu + shift, lam + shift
+        scale = max(float(np.abs(mu_s).max()), float((np.abs(lam_s) * c["multi_f"]).max()))
+        hlam = np.where(c["multi"], _host_pow_eigs(lam_s, p, scale), 0.0).astype(lam.dtype, copy=False)
+        hK = (W * _host_pow_eigs(mu_s, p, scale)) @ W.T
+        hK *= c["rsrs"]                                 # S^{-1/2} h(K) S^{-1/2} - diag(h(lam) / s)
+        hK.flat[::k + 1] -= hlam / c["s"]
+        return self._derived(torch.from_numpy(hlam), torch.from_numpy(hK), host=(hlam, hK))
 
     def solve(self, v, shift=0.0):
         v = self._check_v(v)
@@ -1082,16 +1130,26 @@ class BlockMean(Operator):
 
 
 def block_mean_from_stats(U: torch.Tensor, Q: torch.Tensor, sizes: Sequence[int],
-                          like: BlockMean | None = None) -> BlockMean:
+                          like: BlockMean | None = None, host: tuple | None = None) -> BlockMean:
     """Frobenius-optimal block mean of H = sum_t g_t g_t^T from block statistics only (docs/METHODS.md section 3).
 
     ``U`` = sum_t e_t e_t^T with e_t = E^T g_t (k x k), ``Q`` = sum_t E^T (g_t * g_t) (k,). Then
     b_ij = U_ij / (s_i s_j) (i != j), b_ii = (U_ii - Q_i) / (s_i (s_i - 1)) (0 if s_i = 1),
     lambda_i = Q_i / s_i - b_ii. In general U = E^T H E and Q = E^T diag(H) for any H. O(k^2).
     ``like``: a block mean on the same blocks, dtype and device (the previous refresh's): its block
-    structure is reused and nothing is re-validated.
+    structure is reused and nothing is re-validated. ``host``: NumPy views (U, Q) of the same CPU memory,
+    kept by the caller across refreshes (the host path then converts nothing).
     """
     if like is not None and like.k == Q.shape[0] and like.dtype == Q.dtype and like.device == Q.device:
+        k = like.k
+        if _host_small(k, U, Q):                        # the same arithmetic in NumPy on the CPU memory
+            c = _host_block_consts(like.sizes, like.dtype)
+            Un, Qn = (U.numpy(), Q.numpy()) if host is None else host
+            bdiag = (np.diagonal(Un) - Qn) / c["pairs"] * c["multi_f"]
+            B = Un / c["ss"]
+            B.flat[::k + 1] = bdiag
+            lam = Qn / c["s"] - bdiag
+            return like._derived(torch.from_numpy(lam), torch.from_numpy(B), host=(lam, B))
         c = like._consts()
         bdiag = (U.diagonal() - Q).div_(c["pairs"]).mul_(c["multi_f"])
         B = U / c["ss"]

@@ -815,6 +815,17 @@ class _BMAState:
     every: int = 1                  # the refresh period in use
     e: torch.Tensor | None = None   # (k,) block sums E^T g of the last update's gradient (reused by its step)
     zbuf: torch.Tensor | None = None  # (n,) scaled variant: sqrt(z2 + delta) of this step, rewritten in place
+    host: tuple | None = None       # (U, Q as NumPy views, their data pointers) on CPU (``host_views``)
+
+    def host_views(self) -> tuple | None:
+        """NumPy views (U, Q) for ``block_mean_from_stats(host=)`` on CPU, else None. Made once and kept
+        while U and Q keep their memory (a copied or loaded state gets views of its own tensors)."""
+        if self.U.device.type != "cpu":
+            return None
+        key = (self.U.data_ptr(), self.Q.data_ptr())
+        if self.host is None or self.host[2] != key:
+            self.host = (self.U.numpy(), self.Q.numpy(), key)
+        return self.host[:2]
 
 
 class AdaGradBMA(Preconditioner):
@@ -889,7 +900,7 @@ class AdaGradBMA(Preconditioner):
         if s.z2 is not None:
             s.z2.addcmul_(g, g)
         if s.t % s.every == 0 or s.F is None:
-            F = ops.block_mean_from_stats(s.U, s.Q, s.sizes, like=s.F)   # the block structure reused
+            F = ops.block_mean_from_stats(s.U, s.Q, s.sizes, like=s.F, host=s.host_views())   # the block structure reused
             if self.variant == "scaled":
                 sz = torch.tensor(s.sizes, dtype=x.dtype, device=x.device)
                 r = (s.Q / sz + self.delta).rsqrt()

@@ -365,6 +365,48 @@ def test_block_mean_from_stats_equals_approximation_of_sum_ggT(device):
     close(a.B, b.B, rtol=1e-12)
 
 
+@pytest.mark.parametrize("host", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_block_mean_host_and_torch_paths_against_dense(host, dtype, monkeypatch):
+    """On CPU the k x k algebra of the block mean's powers and of ``block_mean_from_stats(like=)`` runs in
+    NumPy (k <= HOST_SMALL_MAX); HOST_SMALL_MAX = 0 forces the torch path (that of GPUs and large k). Both
+    against dense float64; both identical to roundoff where the eigenvalue floor bites."""
+    if not host:
+        monkeypatch.setattr(ops, "HOST_SMALL_MAX", 0)
+    rtol = 1e-9 if dtype == torch.float64 else 2e-4
+    g = gen(21)
+    sizes = (3, 1, 4, 2, 5)
+    n, k = sum(sizes), len(sizes)
+    U, Q, H = torch.zeros(k, k, dtype=DT), torch.zeros(k, dtype=DT), torch.zeros(n, n, dtype=DT)
+    for _ in range(9):
+        gt = randn(g, n)
+        e = ops.block_sums(gt, sizes)
+        U += torch.outer(e, e)
+        Q += ops.block_sums(gt * gt, sizes)
+        H += torch.outer(gt, gt)
+    ref = ops.block_mean_approximation(H, sizes)
+    like = BlockMean(torch.ones(k, dtype=dtype), torch.zeros(k, k, dtype=dtype), sizes)
+    bm = ops.block_mean_from_stats(U.to(dtype), Q.to(dtype), sizes, like=like)
+    assert bm.lam.dtype == bm.B.dtype == dtype
+    close(bm.lam.double(), ref.lam, rtol)
+    close(bm.B.double(), ref.B, rtol)
+    D = ref.to_dense()
+    assert torch.linalg.eigvalsh(D).min() > 0
+    for p, shift in [(-0.5, 1e-3), (-0.5, 0.0), (0.5, 0.3), (2.0, 0.0), (-0.3, 0.1)]:
+        out = bm.matrix_power(p, shift)
+        assert out.lam.dtype == dtype
+        close(out.to_dense().double(), dense_power(D, p, shift), rtol * 10)
+    # a rank-one block mean: the floor rule clamps; both paths give the same numbers
+    e = randn(g, k)
+    low = BlockMean(torch.zeros(k, dtype=DT), torch.outer(e, e), sizes)
+    monkeypatch.setattr(ops, "HOST_SMALL_MAX", 64)
+    a = low.matrix_power(-0.5, 0.0).to_dense()
+    monkeypatch.setattr(ops, "HOST_SMALL_MAX", 0)
+    b = BlockMean(low.lam, low.B, sizes).matrix_power(-0.5, 0.0).to_dense()
+    assert torch.isfinite(a).all()
+    close(a, b, 1e-9)
+
+
 # ------------------------------------------------------------------------------------------------
 # memory
 # ------------------------------------------------------------------------------------------------
