@@ -544,7 +544,7 @@ class LowRank(Operator):
         c = self._base_f + shift if self._base_f is not None and isinstance(shift, float) else float(self.base + shift)
         G = self.gram()
         r = self.r
-        if _host_small(r, self.C, G):
+        if _host_small(r, self.C, G, self.U, v):
             # a few columns on CPU: the r x r algebra in NumPy on views of the same memory (a torch call on
             # an r-vector costs 2-4 us of dispatch, several per step at n = 10^4); the same LAPACK solve
             Cn = self.C.numpy()
