@@ -139,11 +139,11 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
             except cases.Skip as exc:
                 log(f"  {method:20s} skipped: {exc}")
                 continue
-            g0 = float(solver.g.norm())
-            if not (math.isfinite(g0) and math.isfinite(float(solver.f))):
+            lane = _Lane(solver, float(solver.g.norm()))
+            if lane.restart_reason() == "diverged":       # not finite at the end of its warm-up
                 log(f"  {method:20s} skipped: not finite after its {cases.steady_warm(solver)} warm-up steps")
                 continue
-            lanes[method] = _Lane(solver, g0)
+            lanes[method] = lane
         samples = {m: [] for m in [*lanes, "(gradient)", "(hvp)"]}
         for r in range(repeat + 1):
             for m, lane in lanes.items():
