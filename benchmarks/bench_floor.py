@@ -3,6 +3,7 @@
     python benchmarks/bench_floor.py flat --n 10000000 --rounds 7        # gradient given, flat float32
     python benchmarks/bench_floor.py fixed --rounds 7                     # minimize's fixed cost, n = 10
     python benchmarks/bench_floor.py mushrooms --rounds 5                 # time to ||g|| <= 1e-6 vs SciPy, sklearn
+    python benchmarks/bench_floor.py small --rounds 7                     # k x k algebra: NumPy path vs torch path
 
 ``flat``: one update of a flat float32 vector from a given gradient (no oracle): the project's adagrad
 and adagrad_bma (k = 8, 64, 512) preconditioner + power step against ``torch.optim.Adagrad`` (default
@@ -17,6 +18,9 @@ for NumPy/SciPy). A peer's own tolerance is calibrated first (untimed): divided 
 has ||g|| <= 1e-6 in the project's objective. Project times are set-up + iteration clock of ``minimize``
 (the problem is built before). Ratios are to SciPy Newton-CG. Needs scipy, scikit-learn and threadpoolctl
 (the ``bench`` extra) for the peers.
+``small``: one block-mean refresh (``block_mean_from_stats(like=)``) and power -1/2 at k = 8, 16, 32, 64
+on CPU, through the NumPy path and through the torch path (``operators.HOST_SMALL_MAX`` set per call),
+300 calls per sample; the ratio NumPy / torch is what ``HOST_SMALL_MAX`` = 32 was chosen from.
 
 Rounds are interleaved (every round runs every contender once) and medians reported.
 """
@@ -240,9 +244,42 @@ def mushrooms(rounds: int, eps: float = 1e-6) -> dict:
     return med
 
 
+def small(rounds: int, ks=(8, 16, 32, 64), calls: int = 300) -> dict:
+    from precond_core import operators as ops
+    from precond_core.problems.base import partition
+    contenders = {}
+    for k in ks:
+        sizes = tuple(partition(10 ** 4, k))
+        g = torch.Generator().manual_seed(k)
+        U = torch.zeros(k, k, dtype=torch.float64)
+        Q = torch.zeros(k, dtype=torch.float64)
+        for _ in range(20):                            # statistics of 20 gradients' block sums
+            e = torch.randn(k, generator=g, dtype=torch.float64)
+            U.addr_(e, e)
+            Q.add_(e * e / 3)
+        like = ops.BlockMean(torch.ones(k, dtype=torch.float64), torch.zeros(k, k, dtype=torch.float64), sizes)
+        host = (U.numpy(), Q.numpy())
+        for path, limit in (("numpy", max(ks)), ("torch", 0)):
+            def run(U=U, Q=Q, sizes=sizes, like=like, host=host, limit=limit):
+                saved, ops.HOST_SMALL_MAX = ops.HOST_SMALL_MAX, limit
+                try:
+                    for _ in range(calls):
+                        ops.block_mean_from_stats(U, Q, sizes, like=like, host=host).matrix_power(-0.5, 1e-10)
+                finally:
+                    ops.HOST_SMALL_MAX = saved
+            contenders[(k, path)] = run
+    med = _interleave(contenders, rounds)
+    print(f"block-mean refresh + power -1/2, {torch.get_num_threads()} thread(s), median of {rounds} interleaved "
+          f"rounds of {calls} calls (HOST_SMALL_MAX = {pc.operators.HOST_SMALL_MAX})")
+    for k in ks:
+        a, b = med[(k, "numpy")] / calls, med[(k, "torch")] / calls
+        print(f"  k = {k:3d}: numpy {a * 1e6:8.1f} us, torch {b * 1e6:8.1f} us, numpy / torch {a / b:5.2f}")
+    return med
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("flat", "fixed", "mushrooms"))
+    ap.add_argument("what", choices=("flat", "fixed", "mushrooms", "small"))
     ap.add_argument("--n", type=float, default=1e7, help="flat: vector size (default 1e7)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
@@ -256,6 +293,8 @@ def main(argv=None) -> int:
         flat(int(args.n), args.rounds)
     elif args.what == "fixed":
         fixed(args.rounds)
+    elif args.what == "small":
+        small(args.rounds)
     else:
         mushrooms(args.rounds)
     return 0

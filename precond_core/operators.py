@@ -184,8 +184,9 @@ def eig_floor(scale: torch.Tensor) -> torch.Tensor:
     return torch.clamp(scale * fi.eps, min=math.sqrt(fi.tiny))
 
 
-# r x r (k x k) algebra of at most this size on CPU runs in NumPy (``_host_small``). Measured, block-mean
-# refresh and power -1/2 on 1 thread, NumPy / torch: k = 8 79 / 157 us, k = 32 159 / 186 us, k = 64 509 / 469 us
+# r x r (k x k) algebra of at most this size on CPU runs in NumPy (``_host_small``). Block-mean refresh and
+# power -1/2, NumPy / torch on 1 thread (``benchmarks/bench_floor.py small``, two runs): k = 8 0.53 / 0.52,
+# k = 32 0.85 / 0.76, k = 64 0.90 / 1.04 (parity)
 HOST_SMALL_MAX = 32
 
 

@@ -238,3 +238,14 @@ def test_step_cost_never_times_a_diverged_step(monkeypatch):
     assert by["gd"]["diverged"] >= 2 and by["gd"]["diverged"] == by["gd"]["restarts"]
     assert by["lbfgs@fixed"]["diverged"] == 0
     assert seen and all(seen)
+
+
+def test_bench_floor_small_compares_both_paths_and_restores_the_limit():
+    """``bench_floor.py small`` times the block-mean refresh through the NumPy and the torch path and leaves
+    ``HOST_SMALL_MAX`` as it found it."""
+    from benchmarks import bench_floor
+    from precond_core import operators as ops
+    limit = ops.HOST_SMALL_MAX
+    med = bench_floor.small(1, ks=(4, 8), calls=2)
+    assert set(med) == {(k, p) for k in (4, 8) for p in ("numpy", "torch")} and all(v > 0 for v in med.values())
+    assert ops.HOST_SMALL_MAX == limit
