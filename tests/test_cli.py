@@ -153,10 +153,12 @@ def _copy_with(src: Path, dst: Path, iters_changes=None, **changes):
 
 
 def test_compare_two_stores_flags_regressions(filled, tmp_path, capsys):
-    """Newton's per-iteration step times made 3x slower in B: its cell (seeds pooled) is flagged on step time."""
+    """Newton's per-iteration step times made 10x slower in B: its cell (seeds pooled) is flagged on step time.
+    (Two seeds of about 5 Newton steps each: on a shared VM their run medians differ by up to ~2.5x, and the
+    bootstrap's interval of a 3x slowdown then reached below 1.1 in about one run of three.)"""
     def slower(r, it):
         if r["method"].iloc[0] == "newton":
-            it["time_s"] = it["time_s"] * 3.0
+            it["time_s"] = it["time_s"] * 10.0
         return it
 
     runs = _copy_with(filled / "store", tmp_path / "b", iters_changes=slower)
@@ -165,13 +167,13 @@ def test_compare_two_stores_flags_regressions(filled, tmp_path, capsys):
     rb, ib = Store(tmp_path / "b").read()
     table = cli.compare_tables(runs, rb, 1.1, iters_a=Store(filled / "store").read_iters(), iters_b=ib)
     newton = table[table["method_label"] == "newton"]
-    assert newton["step_ratio"].tolist() == pytest.approx([3.0])
+    assert newton["step_ratio"].tolist() == pytest.approx([10.0])
     assert newton["regression"].tolist() == ["step time"]
     assert (table.loc[table["method_label"] == "gd", "regression"] == "").all()
     code, _, _ = run_cli(capsys, "compare", filled / "store", tmp_path / "b", "--fail-on-regression")
     assert code == 1
     code, _, _ = run_cli(capsys, "compare", filled / "store", tmp_path / "b", "--fail-on-regression",
-                         "--threshold", "3.5")
+                         "--threshold", "20")
     assert code == 0
 
 
