@@ -4,6 +4,7 @@
     python benchmarks/bench_floor.py fixed --rounds 7                     # minimize's fixed cost, n = 10
     python benchmarks/bench_floor.py mushrooms --rounds 5                 # time to ||g|| <= 1e-6 vs SciPy, sklearn
     python benchmarks/bench_floor.py small --rounds 7                     # k x k algebra: NumPy path vs torch path
+    python benchmarks/bench_floor.py parts --n 1000000 --rounds 7         # each method's step against its floor
 
 ``flat``: one update of a flat float32 vector from a given gradient (no oracle): the project's adagrad
 and adagrad_bma (k = 8, 64, 512) preconditioner + power step against ``torch.optim.Adagrad`` (default
@@ -21,15 +22,28 @@ has ||g|| <= 1e-6 in the project's objective. Project times are set-up + iterati
 ``small``: one block-mean refresh (``block_mean_from_stats(like=)``) and power -1/2 at k = 8, 16, 32, 64
 on CPU, through the NumPy path and through the torch path (``operators.HOST_SMALL_MAX`` set per call),
 300 calls per sample; the ratio NumPy / torch is what ``HOST_SMALL_MAX`` = 32 was chosen from.
+``parts``: the floor of a step on the scalable problem (float64), from the primitives a minimal
+implementation of the method cannot avoid, each timed on its own buffers in the same interleaved rounds
+as the methods' real steps (``cases.make_solver``, steady state): the loss and gradient a step evaluates
+(forward pass not cached), one HVP (forward cached, as after the step's gradient), the probe draw (a direction uniform on the
+sphere, or Rademacher signs), a pass (axpy: two n-vectors read, one written), and products of r stored
+rows with an n-vector (``W v`` and ``W^T c``, one pass over the rows each). ``FLOORS`` lists each
+method's recipe; the table gives the step and its floor in gradients and their ratio (1.00: the
+method runs at its floor). The unit is step_cost's gradient (``cases.oracle_fns``: the gradient alone,
+without the loss), so the step column reads like step_cost's. A recipe is a lower bound of this implementation's algorithm, not of every
+algorithm: e.g. L-BFGS needs ``W g`` before its direction and ``W^T c`` after its small solve, two passes
+over the 2 m stored rows that no ordering merges.
 
 Rounds are interleaved (every round runs every contender once) and medians reported.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -277,10 +291,141 @@ def small(rounds: int, ks=(8, 16, 32, 64), calls: int = 300) -> dict:
     return med
 
 
+# -- parts: each method's step against the primitives it cannot avoid ---------------------------------
+# method spec (as step_cost's) -> [(primitive, count)]. "pass": an axpy, i.e. the memory traffic of three
+# n-vectors (two read, one written); fractional counts are other traffic in that unit (a fused sweep that
+# reads x, g and a statistic and writes x and the statistic: 5/3). "rows:r" / "rowsT:r": W v and
+# y += W^T c over r stored rows (the traffic of W's r rows and of the n-vectors they meet).
+F = Fraction
+FLOORS = {
+    "gd@fixed": [("loss_grad", 1), ("pass", 1)],                         # x - lr g
+    "adagrad": [("loss_grad", 1), ("pass", F(5, 3))],                    # one sweep: x, g, s read; x, s written
+    "adam": [("loss_grad", 1), ("pass", F(7, 3))],                       # one sweep: x, g, m, v read; x, m, v written
+    "adagrad_bma": [("loss_grad", 1), ("pass", F(4, 3)), ("refresh:8", 1)],   # E^T g (and squares): g read;
+                                               # x - lr (lam g + E B E^T g): x, g read, x written; the k x k factor
+    "hutchinson@fixed": [("loss_grad", 1), ("hvp", 1), ("rademacher", 1),
+                         ("pass", F(7, 3))],                            # d = z * Hz; x - lr g / d
+    "uniform_direction@fixed": [("loss_grad", 1), ("hvp", 1), ("sphere", 1), ("rows:2", 2), ("rowsT:2", 1),
+                                ("pass", F(2, 3))],                     # [u.v, v.v], W g; x - lr (g / b - W^T c)
+    "lbfgs@fixed": [("loss_grad", 1), ("pass", F(8, 3)), ("rows:20", 1), ("rowsT:20", 1),
+                    ("pass", F(1, 3))],        # the pair: x, x_prev, g, g_prev read, s, y, x_prev, g_prev written;
+                                               # W g over the 2 m = 20 rows; x + a (gamma g + W^T c)
+}
+
+
+def _refresh(n: int, k: int, gen):
+    """("refresh:k", fn): the k x k block-mean refresh and its power -1/2 from statistics of 20 gradients'
+    block sums, as AdaGrad-BMA runs it every step (the path ``operators.HOST_SMALL_MAX`` selects)."""
+    from precond_core import operators as ops
+    from precond_core.problems.base import partition
+    sizes = tuple(partition(n, k))
+    U, Q = torch.zeros(k, k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+    for _ in range(20):
+        e = torch.randn(k, generator=gen, dtype=torch.float64)
+        U.addr_(e, e)
+        Q.add_(e * e / 3)
+    box = {"F": None}
+    host = (U.numpy(), Q.numpy())
+
+    def refresh():
+        box["F"] = ops.block_mean_from_stats(U, Q, sizes, like=box["F"], host=host)
+        box["F"].matrix_power(-0.5, 1e-10)
+    return f"refresh:{k}", refresh
+
+
+def _primitives(n: int, needed) -> dict:
+    """{name: fn} for the primitives named in ``needed``, each on its own problem object and buffers."""
+    from benchmarks import cases
+    from precond_core.preconditioners import Hutchinson, UniformDirection
+    gen = torch.Generator().manual_seed(0)
+    prob = cases.scalable_problem(n)
+    x = prob.x0().add_(0.01)
+    kw = {"dtype": x.dtype}
+    v, out, y = torch.randn(n, generator=gen, **kw), torch.empty(n, **kw), torch.empty(n, **kw)
+    hprob = cases.scalable_problem(n)         # the HVP's own problem: its cached forward pass is not the gradient's
+    hprob.loss_grad(x)
+    rows = max([int(p.split(":")[1]) for p in needed if p.startswith("rows")] or [0])
+    W = torch.randn(rows, n, generator=gen, **kw) if rows else None
+    c = torch.randn(rows, **kw) if rows else None
+    U, buf = torch.empty(1, n, **kw), torch.empty(min(n, UniformDirection.DRAW_CHUNK), dtype=torch.float32)
+    z, idx = torch.empty(-(-n // 8) * 8, **kw), torch.empty(-(-n // 8), dtype=torch.int64)
+
+    def loss_grad():
+        prob.clear_cache()
+        prob.loss_grad(x)
+    for name in needed:
+        if name.startswith("refresh:"):
+            fns_refresh = _refresh(n, int(name.split(":")[1]), gen)
+            break
+    else:
+        fns_refresh = None
+    gradient, _ = cases.oracle_fns(n)        # step_cost's unit, on a problem of its own: grad(x), cache cleared
+    fns = {"gradient": gradient, "loss_grad": loss_grad, "hvp": lambda: hprob.hvp_into(x, v, out),
+           "sphere": lambda: UniformDirection.draw(U, gen, buf), "rademacher": lambda: Hutchinson.rademacher_(z, gen, idx),
+           "pass": lambda: torch.add(x, v, alpha=-0.5, out=y)}
+    if fns_refresh is not None:
+        fns[fns_refresh[0]] = fns_refresh[1]
+    for name in needed:
+        if name.startswith("rows:"):
+            r = int(name.split(":")[1])
+            fns[name] = lambda r=r: torch.mv(W[:r], v, out=c[:r])
+        elif name.startswith("rowsT:"):
+            r = int(name.split(":")[1])
+            fns[name] = lambda r=r: y.addmv_(W[:r].T, c[:r])
+    unknown = set(needed) - set(fns)
+    if unknown:
+        raise ValueError(f"unknown primitives in FLOORS: {sorted(unknown)}")
+    return {k: fns[k] for k in needed}
+
+
+def parts(n: int, rounds: int, methods=tuple(FLOORS), calls: int | None = None) -> dict:
+    """Interleaved rounds of every primitive of ``methods``' recipes and of each method's real step; prints
+    the step, the floor (both in gradients) and their ratio. Returns {"primitives", "steps", "floor"} in
+    seconds."""
+    from benchmarks import cases
+    unknown = [m for m in methods if m not in FLOORS]
+    if unknown:
+        raise ValueError(f"methods without a floor recipe: {unknown} (known: {sorted(FLOORS)})")
+    needed = sorted({p for m in methods for p, _ in FLOORS[m]} | {"gradient"})
+    calls = calls or max(1, int(2e6 // n))    # about 20 ms of gradients per sample
+    contenders = {}
+    for name, fn in _primitives(n, needed).items():
+        def many(fn=fn):
+            for _ in range(calls):
+                fn()
+        contenders[("primitive", name)] = many
+    for spec in methods:
+        name, _, step = spec.partition("@")
+        box = {"s": cases.make_solver(name, n, step=step or None)}
+
+        def steps(box=box, name=name, step=step):
+            for _ in range(calls):
+                box["s"].step()
+            if not math.isfinite(float(box["s"].f)):  # an iterate gone non-finite: untimed fresh start next round
+                box["s"] = cases.make_solver(name, n, step=step or None)
+        contenders[("step", spec)] = steps
+    med = {k: v / calls for k, v in _interleave(contenders, rounds).items()}
+    prim = {k[1]: v for k, v in med.items() if k[0] == "primitive"}
+    steps_ = {k[1]: v for k, v in med.items() if k[0] == "step"}
+    floor = {m: sum(prim[p] * float(c) for p, c in FLOORS[m]) for m in methods}
+    g = prim["gradient"]
+    print(f"step against its floor, scalable problem n = {n:.0e} (float64), {torch.get_num_threads()} thread(s), "
+          f"median of {rounds} interleaved rounds of {calls} calls; gradient {g * 1e3:.3f} ms")
+    for p in needed:
+        print(f"  primitive {p:12s} {prim[p] * 1e3:9.3f} ms  {prim[p] / g:5.2f} gradients")
+    print(f"  {'method':26s} {'step':>7s} {'floor':>7s}  (gradients)  step / floor   recipe")
+    for m in methods:
+        recipe = " + ".join(p if c == 1 else f"{c} {p}" for p, c in FLOORS[m])
+        print(f"  {m:26s} {steps_[m] / g:7.2f} {floor[m] / g:7.2f}  {'':11s}  {steps_[m] / floor[m]:11.2f}   {recipe}")
+    return {"primitives": prim, "steps": steps_, "floor": floor}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("flat", "fixed", "mushrooms", "small"))
-    ap.add_argument("--n", type=float, default=1e7, help="flat: vector size (default 1e7)")
+    ap.add_argument("what", choices=("flat", "fixed", "mushrooms", "small", "parts"))
+    ap.add_argument("--n", type=float, default=None, help="flat: vector size (default 1e7); parts: the "
+                    "scalable problem's n (default 1e6)")
+    ap.add_argument("--methods", nargs="+", default=None, help=f"parts: methods (default: {' '.join(FLOORS)})")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -289,8 +434,18 @@ def main(argv=None) -> int:
     if args.threads < 1:
         ap.error("--threads must be >= 1")
     torch.set_num_threads(args.threads)
+    if args.n is not None and not (args.n >= 1 and float(args.n).is_integer()):
+        ap.error(f"--n must be a positive integer, got {args.n!r}")
+    if args.methods and args.what != "parts":
+        ap.error("--methods applies to parts only")
     if args.what == "flat":
-        flat(int(args.n), args.rounds)
+        flat(int(args.n or 1e7), args.rounds)
+    elif args.what == "parts":
+        methods = args.methods or list(FLOORS)
+        unknown = [m for m in methods if m not in FLOORS]
+        if unknown:
+            ap.error(f"--methods: no floor recipe for {unknown} (known: {' '.join(FLOORS)})")
+        parts(int(args.n or 1e6), args.rounds, tuple(methods))
     elif args.what == "fixed":
         fixed(args.rounds)
     elif args.what == "small":

@@ -249,3 +249,33 @@ def test_bench_floor_small_compares_both_paths_and_restores_the_limit():
     med = bench_floor.small(1, ks=(4, 8), calls=2)
     assert set(med) == {(k, p) for k in (4, 8) for p in ("numpy", "torch")} and all(v > 0 for v in med.values())
     assert ops.HOST_SMALL_MAX == limit
+
+
+def test_bench_floor_parts_composes_each_floor_from_its_timed_primitives(capsys):
+    """``bench_floor.py parts`` runs every method of ``FLOORS`` and every primitive of their recipes in
+    the same rounds; each floor is the recipe's sum of the primitives' medians, and the table prints a row
+    per method."""
+    from benchmarks import bench_floor
+    out = bench_floor.parts(300, 1, calls=1)
+    prim, steps, floor = out["primitives"], out["steps"], out["floor"]
+    assert set(steps) == set(floor) == set(bench_floor.FLOORS)
+    assert {p for r in bench_floor.FLOORS.values() for p, _ in r} | {"gradient"} == set(prim)
+    assert all(v > 0 for v in (*prim.values(), *steps.values()))
+    for m, recipe in bench_floor.FLOORS.items():
+        assert floor[m] == pytest.approx(sum(prim[p] * float(c) for p, c in recipe))
+        assert floor[m] > prim["loss_grad"]        # every step evaluates the loss and gradient, and more
+    text = capsys.readouterr().out
+    assert all(m in text for m in bench_floor.FLOORS) and "step / floor" in text
+
+
+def test_bench_floor_parts_refuses_methods_without_a_recipe(capsys):
+    from benchmarks import bench_floor
+    with pytest.raises(ValueError, match="floor recipe"):
+        bench_floor.parts(300, 1, methods=("newton",), calls=1)
+    with pytest.raises(SystemExit):
+        bench_floor.main(["parts", "--methods", "newton"])
+    assert "no floor recipe" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_floor.main(["small", "--methods", "adagrad"])
+    with pytest.raises(SystemExit):
+        bench_floor.main(["parts", "--n", "0.5"])
