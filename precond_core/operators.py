@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from numbers import Real
 from typing import Sequence
 
@@ -1014,6 +1015,21 @@ class BlockMean(Operator):
         self._eigK = None
         self._host = None         # (lam, B) as NumPy arrays on their memory, or (lam, B, (mu, W)): host path
         self._powers: dict = {}   # (p, shift) -> the powered block mean, for Python-number shifts
+        self._sums_of = None      # (weak reference to v, v's version, E^T v): ``remember_sums``
+
+    def remember_sums(self, v: torch.Tensor, sums: torch.Tensor) -> None:
+        """Record ``sums`` = E^T v, computed by the caller, for ``block_sums_of(v)``. v is held by a weak
+        reference (the record keeps no n-vector alive) with its version counter: an in-place change of v,
+        or another tensor, misses the record."""
+        self._sums_of = (weakref.ref(v), v._version, sums)
+
+    def block_sums_of(self, v: torch.Tensor) -> torch.Tensor:
+        """E^T v of a contiguous (n,) v: the recorded sums when v is the tensor ``remember_sums`` saw,
+        unchanged since, else one reduction per family of blocks."""
+        memo = self._sums_of
+        if memo is not None and memo[0]() is v and memo[1] == v._version:
+            return memo[2]
+        return grouped_block_sums(v, self.groups, self.k)
 
     def _derived(self, lam: torch.Tensor, B: torch.Tensor, host: tuple | None = None) -> "BlockMean":
         """A block mean on the same blocks from (k,) lam and (k, k) B of this one's dtype and device: the
@@ -1021,7 +1037,7 @@ class BlockMean(Operator):
         arrays sharing lam's and B's memory (the host path made them), so its powers need no conversion."""
         new = object.__new__(BlockMean)
         new.__dict__.update(self.__dict__)
-        new.lam, new.B, new._eigK, new._powers, new._host = lam, B, None, {}, host
+        new.lam, new.B, new._eigK, new._powers, new._host, new._sums_of = lam, B, None, {}, host, None
         return new
 
     def _consts(self) -> dict:

@@ -908,6 +908,7 @@ class AdaGradBMA(Preconditioner):
             s.F = F
         s.t += 1
         if self.variant == "exact":
+            s.F.remember_sums(g, e)                    # the step's E^T g (a power step whose m is this g)
             return s.F, s
         # Z of this step in a kept buffer (the operator is valid until the next update, like every step's)
         s.zbuf = torch.add(s.z2, self.delta, out=s.zbuf if s.zbuf is not None else torch.empty_like(s.z2))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .operators import BlockMean, Diagonal, Scalar, group_views, grouped_block_sums
+from .operators import BlockMean, Diagonal, Scalar, group_views
 from .problems.base import norm
 
 
@@ -287,7 +287,7 @@ class Power(StepRule):
             # (blocks, size) views of each family of blocks: one block-sum pass, two update passes, no gathers
             oracle.solves += 1
             h = op.matrix_power(self.p, self.eps)
-            c = (h.B @ grouped_block_sums(m, op.groups, op.k)).mul_(-lr)
+            c = (h.B @ op.block_sums_of(m)).mul_(-lr)      # E^T g: the update's own sums when m is its g
             x_new = torch.empty_like(x) if out is None else out
             for (sl, V), (_, Xv), (_, Xn) in zip(group_views(m, op.groups), group_views(x, op.groups),
                                                  group_views(x_new, op.groups)):

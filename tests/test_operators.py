@@ -590,3 +590,28 @@ def test_sparse_lowrank_matches_dense_lowrank():
         assert torch.allclose(sp.min_eig(), de.min_eig(), rtol=1e-10)
     with pytest.raises(ValueError, match="J must be"):
         ops.SparseLowRank(torch.tensor([0, 1]), torch.ones(3, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64), 5)
+
+
+def test_block_mean_remembered_sums_are_used_only_for_the_same_unchanged_vector():
+    """``block_sums_of(v)`` returns the sums ``remember_sums`` recorded only for that tensor at that version;
+    otherwise (another tensor, v changed in place, v freed) it computes E^T v. The record keeps no vector
+    alive."""
+    import gc
+    import weakref
+    sizes = (3, 3, 3, 3)
+    F = BlockMean(torch.ones(4, dtype=torch.float64), torch.zeros(4, 4, dtype=torch.float64), sizes)
+    E = torch.repeat_interleave(torch.eye(4, dtype=torch.float64), torch.tensor(sizes), dim=0)   # (12, 4)
+    v = torch.arange(12, dtype=torch.float64)
+    marker = torch.full((4,), -7.0, dtype=torch.float64)       # not E^T v: tells the record from a recomputation
+    F.remember_sums(v, marker)
+    assert F.block_sums_of(v) is marker
+    assert torch.equal(F.block_sums_of(v.clone()), E.T @ v)    # equal values, another tensor
+    v.mul_(2.0)
+    assert torch.equal(F.block_sums_of(v), E.T @ v)            # changed in place since the record
+    w = torch.ones(12, dtype=torch.float64)
+    F.remember_sums(w, marker)
+    ref = weakref.ref(w)
+    del w
+    gc.collect()
+    assert ref() is None                                       # the record did not keep w alive
+    assert F.matrix_power(-0.5, 1e-10)._sums_of is None        # a derived operator starts without a record
