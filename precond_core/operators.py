@@ -487,7 +487,25 @@ def sherman_morrison_solve(a: torch.Tensor, b: torch.Tensor, c, v: torch.Tensor)
     return (v - a_col * coef) / c
 
 
-class LowRank(Operator):
+class _LazyBase:
+    """``base`` of an operator with ``dtype`` and ``device``: a finite Python number is kept as a float and
+    the 0-d tensor made on first use only (``torch.tensor`` costs several microseconds, and these operators
+    are built every step); a 0-d tensor is converted at once."""
+
+    def _set_base(self, base) -> None:
+        if isinstance(base, Real) and not isinstance(base, bool) and math.isfinite(base):
+            self._base_py, self._base = float(base), None
+        else:
+            self._base_py, self._base = None, _as_scalar(base, "base", self.dtype, self.device)
+
+    @property
+    def base(self) -> torch.Tensor:
+        if self._base is None:
+            self._base = torch.tensor(self._base_py, dtype=self.dtype, device=self.device)
+        return self._base
+
+
+class LowRank(_LazyBase, Operator):
     """D = base I + U C U^T with U (n x r), C (r x r) symmetric (assumed; only (C + C^T)/2 enters ``power``).
 
     - ``mv``: O(n r).
@@ -506,10 +524,10 @@ class LowRank(Operator):
             raise ValueError(f"U must have shape (n, r) with n, r >= 1, got {tuple(U.shape)}")
         self.U = U
         self.C = _check_tensor(C, "C", shape=(r, r), like=U, like_name="U")
-        self.base = _as_scalar(base, "base", U.dtype, U.device)
-        # a Python base in float64 (the same number as the 0-d tensor): no host read per solve
-        self._base_f = float(base) if isinstance(base, Real) and U.dtype == torch.float64 else None
         self.n, self.r, self.dtype, self.device = n, r, U.dtype, U.device
+        self._set_base(base)
+        # a Python base in float64 (the same number as the 0-d tensor): no host read per solve
+        self._base_f = self._base_py if U.dtype == torch.float64 else None
         # U^T U when the producer knows it (e.g. from products it formed anyway); else computed on first use
         self._gram = None if gram is None else _check_tensor(gram, "gram", shape=(r, r), like=U, like_name="U")
         self._eig = None  # (W = Q V (n x r'), mu (r',)) eigenpairs of U C U^T restricted to range(Q)
@@ -582,7 +600,7 @@ class LowRank(Operator):
         return self.base * torch.eye(self.n, dtype=self.dtype, device=self.device) + self.U @ self.C @ self.U.T
 
 
-class SparseLowRank(Operator):
+class SparseLowRank(_LazyBase, Operator):
     """D = base I + U C U^T where U (n x r) is nonzero only on the rows J (distinct coordinates, m = |J|):
     U = E_J Uc with Uc (m x r) dense and E_J the n x m selection of the coordinates J. The sampled Fisher of
     sparse per-sample gradients (r = b rows of a sparse design, m <= the b rows' nonzeros).
@@ -604,18 +622,9 @@ class SparseLowRank(Operator):
         self.J, self.Uc = J, Uc
         self.C = _check_tensor(C, "C", shape=(r, r), like=Uc, like_name="Uc")
         self.n, self.r, self.dtype, self.device = n, r, Uc.dtype, Uc.device
-        if isinstance(base, Real) and not isinstance(base, bool) and math.isfinite(base):
-            self._base_py, self._base = float(base), None       # the 0-d tensor only when a method needs it
-        else:
-            self._base_py, self._base = None, _as_scalar(base, "base", Uc.dtype, Uc.device)
+        self._set_base(base)
         self._gram = None
         self._dense = None
-
-    @property
-    def base(self) -> torch.Tensor:
-        if self._base is None:
-            self._base = torch.tensor(self._base_py, dtype=self.dtype, device=self.device)
-        return self._base
 
     def gram(self) -> torch.Tensor:
         """U^T U = Uc^T Uc (r x r, cached)."""

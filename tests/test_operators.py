@@ -526,6 +526,11 @@ def test_bad_inputs_raise_value_error():
         LowRank(torch.ones(5, 2, dtype=f64), torch.ones(2, 2, dtype=f32))
     with pytest.raises(ValueError, match="^base must be"):
         LowRank(torch.ones(5, 2, dtype=f64), torch.eye(2, dtype=f64), base=torch.ones(2))
+    for bad in (float("nan"), float("inf"), True, "1"):       # the lazy Python base is validated at once
+        with pytest.raises(ValueError, match="^base must be"):
+            LowRank(torch.ones(5, 2, dtype=f64), torch.eye(2, dtype=f64), base=bad)
+    lr = LowRank(torch.ones(5, 2, dtype=f32), torch.eye(2, dtype=f32), base=0.1)
+    assert lr.base.dtype == f32 and lr.base.ndim == 0 and float(lr.base) == float(torch.tensor(0.1, dtype=f32))
     with pytest.raises(ValueError, match="^b must have shape"):
         RankOne(torch.ones(4, dtype=f64), torch.ones(3, dtype=f64))
     with pytest.raises(ValueError, match="^M must be square"):
