@@ -25,14 +25,15 @@ on CPU, through the NumPy path and through the torch path (``operators.HOST_SMAL
 ``parts``: the floor of a step on the scalable problem (float64), from the primitives a minimal
 implementation of the method cannot avoid, each timed on its own buffers in the same interleaved rounds
 as the methods' real steps (``cases.make_solver``, steady state): the loss and gradient a step evaluates
-(forward pass not cached), one HVP (forward cached, as after the step's gradient), the probe draw (a direction uniform on the
-sphere, or Rademacher signs), a pass (axpy: two n-vectors read, one written), and products of r stored
-rows with an n-vector (``W v`` and ``W^T c``, one pass over the rows each). ``FLOORS`` lists each
-method's recipe; the table gives the step and its floor in gradients and their ratio (1.00: the
-method runs at its floor). The unit is step_cost's gradient (``cases.oracle_fns``: the gradient alone,
-without the loss), so the step column reads like step_cost's. A recipe is a lower bound of this implementation's algorithm, not of every
-algorithm: e.g. L-BFGS needs ``W g`` before its direction and ``W^T c`` after its small solve, two passes
-over the 2 m stored rows that no ordering merges.
+(forward pass not cached), one HVP (forward cached, as after the step's gradient), the probe draw (a
+direction uniform on the sphere, or Rademacher signs), a pass (axpy: two n-vectors read, one written),
+products of r stored rows with an n-vector (``W v`` and ``W^T c``, one pass over the rows each) and the
+k x k block-mean refresh. ``FLOORS`` lists each method's recipe. The table gives the step and its floor
+in gradients (step_cost's unit, ``cases.oracle_fns``: the gradient alone, without the loss) and their
+ratio, step / floor (1.00: the method runs at its floor), which does not depend on the gradient's own
+noise. A recipe is a lower bound of this implementation's algorithm, not of every algorithm: e.g.
+L-BFGS needs ``W g`` before its direction and ``W^T c`` after its small solve, two passes over the 2 m
+stored rows that no ordering merges.
 
 Rounds are interleaved (every round runs every contender once) and medians reported.
 """
@@ -314,7 +315,7 @@ FLOORS = {
 
 
 def _refresh(n: int, k: int, gen):
-    """("refresh:k", fn): the k x k block-mean refresh and its power -1/2 from statistics of 20 gradients'
+    """The primitive "refresh:k": the k x k block-mean refresh and its power -1/2 from statistics of 20 gradients'
     block sums, as AdaGrad-BMA runs it every step (the path ``operators.HOST_SMALL_MAX`` selects)."""
     from precond_core import operators as ops
     from precond_core.problems.base import partition
@@ -330,7 +331,7 @@ def _refresh(n: int, k: int, gen):
     def refresh():
         box["F"] = ops.block_mean_from_stats(U, Q, sizes, like=box["F"], host=host)
         box["F"].matrix_power(-0.5, 1e-10)
-    return f"refresh:{k}", refresh
+    return refresh
 
 
 def _primitives(n: int, needed) -> dict:
@@ -353,25 +354,18 @@ def _primitives(n: int, needed) -> dict:
     def loss_grad():
         prob.clear_cache()
         prob.loss_grad(x)
-    for name in needed:
-        if name.startswith("refresh:"):
-            fns_refresh = _refresh(n, int(name.split(":")[1]), gen)
-            break
-    else:
-        fns_refresh = None
     gradient, _ = cases.oracle_fns(n)        # step_cost's unit, on a problem of its own: grad(x), cache cleared
     fns = {"gradient": gradient, "loss_grad": loss_grad, "hvp": lambda: hprob.hvp_into(x, v, out),
            "sphere": lambda: UniformDirection.draw(U, gen, buf), "rademacher": lambda: Hutchinson.rademacher_(z, gen, idx),
            "pass": lambda: torch.add(x, v, alpha=-0.5, out=y)}
-    if fns_refresh is not None:
-        fns[fns_refresh[0]] = fns_refresh[1]
     for name in needed:
-        if name.startswith("rows:"):
-            r = int(name.split(":")[1])
-            fns[name] = lambda r=r: torch.mv(W[:r], v, out=c[:r])
-        elif name.startswith("rowsT:"):
-            r = int(name.split(":")[1])
-            fns[name] = lambda r=r: y.addmv_(W[:r].T, c[:r])
+        kind, _, arg = name.partition(":")
+        if kind == "rows":
+            fns[name] = lambda r=int(arg): torch.mv(W[:r], v, out=c[:r])
+        elif kind == "rowsT":
+            fns[name] = lambda r=int(arg): y.addmv_(W[:r].T, c[:r])
+        elif kind == "refresh":
+            fns[name] = _refresh(n, int(arg), gen)
     unknown = set(needed) - set(fns)
     if unknown:
         raise ValueError(f"unknown primitives in FLOORS: {sorted(unknown)}")
@@ -387,7 +381,7 @@ def parts(n: int, rounds: int, methods=tuple(FLOORS), calls: int | None = None) 
     if unknown:
         raise ValueError(f"methods without a floor recipe: {unknown} (known: {sorted(FLOORS)})")
     needed = sorted({p for m in methods for p, _ in FLOORS[m]} | {"gradient"})
-    calls = calls or max(1, int(2e6 // n))    # about 20 ms of gradients per sample
+    calls = calls or max(1, int(1e6 // n))    # one call at n >= 10^6 (round-robin, as step_cost), else about 10 ms
     contenders = {}
     for name, fn in _primitives(n, needed).items():
         def many(fn=fn):

@@ -67,15 +67,19 @@ def _can_reset_peak() -> bool:
     return sys.platform.startswith("linux") and os.access("/proc/self/clear_refs", os.W_OK)
 
 
+def _peak(method: str, kw: dict, skip_setup: bool, n: int) -> dict:
+    code = (SCRIPT.replace("METHOD", repr(method)).replace("KW", repr(kw)).replace("SKIP_SETUP", repr(skip_setup))
+            .replace("n = N", f"n = {n}"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.skipif(not _can_reset_peak(), reason="needs Linux /proc/self/clear_refs to reset the peak RSS")
 @pytest.mark.parametrize("method,kw,bound,skip_setup", CASES,
                          ids=[f"{m}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for m, kw, _, _ in CASES])
 def test_peak_memory_at_ten_million(method, kw, bound, skip_setup):
-    code = (SCRIPT.replace("METHOD", repr(method)).replace("KW", repr(kw)).replace("SKIP_SETUP", repr(skip_setup))
-            .replace("n = N", f"n = {N}"))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = _peak(method, kw, skip_setup, N)
     print(f"\n{method} {kw}: peak {r['peak_vectors']:.2f} vectors of n = {N} (resident after: "
           f"{r['resident_vectors']:.2f}), state {r['state_bytes'] / 1e6:.1f} MB")
     assert r["iteration"] == 3
@@ -83,3 +87,19 @@ def test_peak_memory_at_ten_million(method, kw, bound, skip_setup):
     assert r["peak_vectors"] <= bound + SLACK, r
     # the count is not vacuous: the loop's own iterate and gradient are resident
     assert r["resident_vectors"] >= 1.9, r
+
+
+@pytest.mark.skipif(not _can_reset_peak(), reason="needs Linux /proc/self/clear_refs to reset the peak RSS")
+def test_uniform_direction_grows_by_four_vectors_per_coordinate():
+    """uniform_direction's peak beyond 4 vectors at n = 10^7 (about 0.03 of a vector) does not grow with n:
+    between n = 10^7 and 2 10^7 the peak grows by 4 float32 numbers per coordinate (x, g, u, v), to 1 %; the
+    rest is a fixed amount (small buffers, the first call's library pages)."""
+    n1, n2 = N, 2 * N
+    kw = {"step": "fixed", "lr": 0.1}
+    a, b = (_peak("uniform_direction", kw, False, n) for n in (n1, n2))
+    per_coord = (b["peak_vectors"] * n2 - a["peak_vectors"] * n1) / (n2 - n1)
+    fixed_mib = (a["peak_vectors"] - per_coord) * n1 * 4 / 2 ** 20
+    print(f"\nuniform_direction: peak {a['peak_vectors']:.3f} / {b['peak_vectors']:.3f} vectors at n = {n1} / {n2}: "
+          f"{per_coord:.4f} vectors per coordinate plus {fixed_mib:.2f} MiB")
+    assert a["iteration"] == b["iteration"] == 3
+    assert 3.9 <= per_coord <= 4.04, (a, b)
