@@ -10,7 +10,9 @@ A method written ``name@step`` runs with that step rule in its own lane (several
 For every method and n (the skip rules of ``cases.py`` apply: a method with a size limit runs only up
 to it), the median and mean seconds per ``Solver.step()`` and the median seconds per gradient on the
 same problem, timed round-robin (each round: one step of every method, one gradient, one HVP), their
-ratios, and the oracle calls per step. Every lane is timed in its method's steady state: it first runs
+ratios, the median and quartiles of the per-round ratios (each step over the gradient of its own round:
+``round_ratio``, the figure that drift of a shared machine's speed moves least), and the oracle calls
+per step. Every lane is timed in its method's steady state: it first runs
 ``cases.steady_warm`` untimed steps (the preconditioner's memory + 1, at least 1; for L-BFGS a full
 memory of pairs, so the figure is not an average over memory fill levels), both when it is created and
 when a lane is restarted (it converged, or it diverged: a fixed step too long for its preconditioner is
@@ -169,18 +171,33 @@ def measure(methods, ns, device: str, repeat: int, log=print, family: str = "sca
         log(f"n={n}: gradient {grad_s:.3e} s, hvp {hvp_s:.3e} s ({hvp_s / grad_s:.2f} gradients)")
         for method, lane in lanes.items():
             step_s, mean_s = statistics.median(samples[method]), statistics.fmean(samples[method])
+            rr = round_ratios(samples[method], samples["(gradient)"])
             row = {"method": lane_steps[method][0], "lane": method, "k": lane_steps[method][2], "step": lane.solver.method.params["step"], "problem": family, "device": device,
                    **cases.solver_info(lane.solver), "step_s": step_s, "grad_s": grad_s, "hvp_s": hvp_s,
                    "step_per_grad": step_s / grad_s, "mean_step_s": mean_s, "mean_step_per_grad": mean_s / grad_s,
+                   "round_ratio": rr[0], "round_ratio_q1": rr[1], "round_ratio_q3": rr[2],
                    "restarts": lane.restarts, "diverged": lane.diverged,
                    **{f"{key}_per_step": val / lane.steps for key, val in lane.counts.items()}}
             rows.append(row)
             log(f"  {method:20s} {step_s:.3e} s/step = {row['step_per_grad']:8.2f} gradients, "
-                f"mean {row['mean_step_per_grad']:.2f} "
+                f"mean {row['mean_step_per_grad']:.2f}, per round {rr[0]:.2f} [{rr[1]:.2f}, {rr[2]:.2f}] "
                 f"(per step: {row['grads_per_step']:.2f} grads, {row['losses_per_step']:.2f} losses, "
                 f"{row['hvps_per_step']:.2f} hvps, {row['sample_grads_per_step']:.2f} sample grads)"
                 + (f"; diverged {lane.diverged} time(s), restarted" if lane.diverged else ""))
     return rows
+
+
+def round_ratios(steps: list[float], grads: list[float]) -> tuple[float, float, float]:
+    """(median, first quartile, third quartile) of step_r / gradient_r over rounds r, each step divided by
+    the gradient timed in its own round: a change of the machine's speed between rounds cancels in each
+    ratio, where the ratio of the two medians (``step_per_grad``) keeps the gradient median's own noise."""
+    if len(steps) != len(grads) or not steps:
+        raise ValueError(f"need one gradient per timed step, got {len(steps)} steps and {len(grads)} gradients")
+    r = [s / g for s, g in zip(steps, grads)]
+    if len(r) == 1:
+        return r[0], r[0], r[0]
+    q1, med, q3 = statistics.quantiles(r, n=4, method="inclusive")
+    return med, q1, q3
 
 
 def slopes(rows) -> dict:
@@ -197,12 +214,12 @@ def table(rows, fitted: dict) -> str:
     """Markdown table: one line per method, step / gradient at each n, and the fitted slope."""
     ns = sorted({r["n"] for r in rows})
     by = {(r.get("lane", r["method"]), r["n"]): r for r in rows}
-    head = ("| method | " + " | ".join(f"step / grad, n = {n:.0e} (median; mean)" for n in ns)
+    head = ("| method | " + " | ".join(f"step / grad, n = {n:.0e} (median; mean; per round)" for n in ns)
             + " | slope (log t vs log n) |")
     lines = [head, "|" + "---|" * (len(ns) + 2)]
     for method in sorted({r.get("lane", r["method"]) for r in rows}):
-        cells = [f"{by[method, n]['step_per_grad']:.2f}; {by[method, n]['mean_step_per_grad']:.2f}"
-                 if (method, n) in by else "-" for n in ns]
+        cells = [f"{by[method, n]['step_per_grad']:.2f}; {by[method, n]['mean_step_per_grad']:.2f}; "
+                 f"{by[method, n]['round_ratio']:.2f}" if (method, n) in by else "-" for n in ns]
         slope = f"{fitted[method]:.2f}" if method in fitted else "-"
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {slope} |")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +177,7 @@ def test_step_cost_script_writes_its_table(tmp_path):
     assert set(rows) == {(m, n) for m in ("gd", "lbfgs", "newton") for n in (100, 1000)}
     for row in rows.values():
         assert row["step_s"] > 0 and math.isclose(row["step_per_grad"], row["step_s"] / row["grad_s"])
+        assert row["round_ratio_q1"] <= row["round_ratio"] <= row["round_ratio_q3"]
         assert row["grads_per_step"] >= 1  # every step ends with the gradient at the new point
     # slopes only for matrix-free methods (newton keeps a dense Hessian)
     assert set(data["slopes"]) == {"gd", "lbfgs"}
@@ -279,3 +281,21 @@ def test_bench_floor_parts_refuses_methods_without_a_recipe(capsys):
         bench_floor.main(["small", "--methods", "adagrad"])
     with pytest.raises(SystemExit):
         bench_floor.main(["parts", "--n", "0.5"])
+
+
+def test_step_cost_round_ratios_divide_each_step_by_its_own_rounds_gradient():
+    """Each step is divided by the gradient of its own round: rounds whose speed changed together cancel,
+    where the ratio of the two medians mixes rounds; quartiles bracket the median; unequal lists are
+    refused."""
+    from benchmarks import step_cost
+    steps, grads = [2.0, 20.0, 30.0], [1.0, 10.0, 15.0]     # a machine 10-15x slower in rounds 2 and 3
+    assert step_cost.round_ratios(steps, grads) == (2.0, 2.0, 2.0)
+    assert statistics.median(steps) / statistics.median(grads) == 2.0
+    steps, grads = [2.0, 4.0, 30.0], [1.0, 10.0, 15.0]      # the gradient alone slow in round 2
+    assert step_cost.round_ratios(steps, grads)[0] == 2.0
+    assert statistics.median(steps) / statistics.median(grads) == pytest.approx(0.4)
+    med, q1, q3 = step_cost.round_ratios([3.0, 3.0, 3.0, 6.0, 6.0], [1.0] * 5)
+    assert (med, q1, q3) == (3.0, 3.0, 6.0)
+    assert step_cost.round_ratios([2.0], [4.0]) == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="one gradient per timed step"):
+        step_cost.round_ratios([1.0, 2.0], [1.0])
