@@ -1032,6 +1032,13 @@ class BlockMean(Operator):
         or another tensor, misses the record."""
         self._sums_of = (weakref.ref(v), v._version, sums)
 
+    def __getstate__(self) -> dict:
+        """Pickled (``torch.save`` of an optimizer's state) without the record of ``remember_sums``: a weak
+        reference cannot be pickled, and the record is only valid for the step that made it."""
+        state = self.__dict__.copy()
+        state["_sums_of"] = None
+        return state
+
     def block_sums_of(self, v: torch.Tensor) -> torch.Tensor:
         """E^T v of a contiguous (n,) v: the recorded sums when v is the tensor ``remember_sums`` saw,
         unchanged since, else one reduction per family of blocks."""

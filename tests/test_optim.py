@@ -1,5 +1,6 @@
 import math
 import copy
+import io
 
 import pytest
 import torch
@@ -200,8 +201,18 @@ def test_decreases_digits_loss(name, make, cg):
     assert l1 < 0.8 * l0, (name, l0, l1)
 
 
+def _through_file(state):
+    """``state`` saved with ``torch.save`` and loaded back (a checkpoint; the states hold the library's own
+    objects, so ``weights_only=False``)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+@pytest.mark.parametrize("via", ["deepcopy", "torch.save"])
 @pytest.mark.parametrize("name,make,cg", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
-def test_state_dict_round_trip(name, make, cg):
+def test_state_dict_round_trip(name, make, cg, via):
     X, y = _digits(64)
     a = _model()
     oa = make(a.parameters())
@@ -209,7 +220,7 @@ def test_state_dict_round_trip(name, make, cg):
         oa.step(_closure(a, oa, X, y, cg))
     b = copy.deepcopy(a)
     ob = make(b.parameters())
-    ob.load_state_dict(copy.deepcopy(oa.state_dict()))
+    ob.load_state_dict(copy.deepcopy(oa.state_dict()) if via == "deepcopy" else _through_file(oa.state_dict()))
     oa.step(_closure(a, oa, X, y, cg))
     ob.step(_closure(b, ob, X, y, cg))
     for pa, pb in zip(a.parameters(), b.parameters()):
