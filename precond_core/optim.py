@@ -267,7 +267,7 @@ class _PowerOptimizer(_FlatOptimizer):
             inner, shift = inner.op, shift + inner.c
         if isinstance(op, ops.BlockMean):     # the powered block mean (cached between refreshes) into a kept buffer
             # the update's block sums of g serve the direction too (one reduction per step)
-            d = op.matrix_power(-0.5, eps).mv(g, out=fl.buf(), sums=getattr(st["flat"], "e", None))
+            d = op.matrix_power(-0.5, eps).mv(g, out=fl.buf(), sums=op.block_sums_of(g))
         elif isinstance(inner, ops.BlockMean):
             # Scaled.power(g, -1/2, eps) = z^(-1/2) * (F + shift I)^(-1/2) (z^(-1/2) * g) with kept buffers;
             # op.z is this step's own vector, powered in place

@@ -813,7 +813,6 @@ class _BMAState:
     F: ops.BlockMean | None = None  # the block-mean factor, refreshed every ``update_every`` steps
     t: int = 0
     every: int = 1                  # the refresh period in use
-    e: torch.Tensor | None = None   # (k,) block sums E^T g of the last update's gradient (reused by its step)
     zbuf: torch.Tensor | None = None  # (n,) scaled variant: sqrt(z2 + delta) of this step, rewritten in place
     host: tuple | None = None       # (U, Q as NumPy views, their data pointers) on CPU (``host_views``)
 
@@ -896,7 +895,6 @@ class AdaGradBMA(Preconditioner):
             e = torch.segment_reduce(g, "sum", lengths=lengths, axis=0)
             s.Q.add_(torch.segment_reduce(g * g, "sum", lengths=lengths, axis=0))
         s.U.addr_(e, e)
-        s.e = e
         if s.z2 is not None:
             s.z2.addcmul_(g, g)
         if s.t % s.every == 0 or s.F is None:
