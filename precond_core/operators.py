@@ -846,6 +846,9 @@ def _host_block_consts(sizes: tuple[int, ...], dtype: torch.dtype) -> dict:
     out["s"] = torch.tensor(sizes, dtype=dtype).numpy()
     for a in out.values():
         a.setflags(write=False)
+    fi = torch.finfo(dtype)
+    # Python numbers of the clamping rule (``eig_floor``) and whether every block has two or more coordinates
+    out["eps"], out["sqrt_tiny"], out["all_multi"] = float(fi.eps), math.sqrt(float(fi.tiny)), min(sizes) > 1
     return out
 
 
@@ -899,6 +902,13 @@ def group_views(v: torch.Tensor, groups) -> list:
 def grouped_block_sums(v: torch.Tensor, groups, k: int, squares: torch.Tensor | None = None) -> torch.Tensor:
     """E^T v through the families of ``strided_groups`` (one reduction per family); with ``squares`` a
     (k,) tensor, E^T (v * v) is added into it in place (by row norms, no n-sized temporary)."""
+    if len(groups) == 1 and groups[0][1] == k:         # equal blocks: one (k, s) view, no slice assignments
+        _, _, _, s, o0, do = groups[0]
+        V = v.as_strided((k, s), (do, 1), v.storage_offset() + o0)
+        e = torch.sum(V, dim=1)
+        if squares is not None:
+            squares.add_(torch.linalg.vector_norm(V, dim=1).square_())
+        return e
     e = torch.empty(k, dtype=v.dtype, device=v.device)
     for sl, V in group_views(v, groups):
         e[sl] = V.sum(dim=1)
@@ -1144,10 +1154,28 @@ class BlockMean(Operator):
             K *= 0.5
             self._host = (lam, Bn, np.linalg.eigh(K))
         lam, _, (mu, W) = self._host
-        mu_s, lam_s = mu + shift, lam + shift
-        scale = max(float(np.abs(mu_s).max()), float((np.abs(lam_s) * c["multi_f"]).max()))
-        hlam = np.where(c["multi"], _host_pow_eigs(lam_s, p, scale), 0.0).astype(lam.dtype, copy=False)
-        hK = (W * _host_pow_eigs(mu_s, p, scale)) @ W.T
+        if p < 0:
+            # the same clamping rule and numbers as ``_host_pow_eigs`` in fewer NumPy calls: eigh's eigenvalues
+            # are ascending, so max |mu + shift| is at one end; the powers are taken in place
+            lam_s = lam + shift
+            if c["all_multi"]:
+                lmax = float(np.abs(lam_s).max())
+            else:
+                lmax = float((np.abs(lam_s) * c["multi_f"]).max())
+            scale = max(abs(float(mu[0]) + shift), abs(float(mu[-1]) + shift), lmax)
+            floor = max(scale * c["eps"], c["sqrt_tiny"])
+            hlam = np.maximum(lam_s, floor, out=lam_s)
+            hlam **= p
+            if not c["all_multi"]:
+                hlam = np.where(c["multi"], hlam, 0.0).astype(lam.dtype, copy=False)   # singletons: h(lam_i) = 0
+            pw = np.maximum(mu + shift, floor)
+            pw **= p
+        else:
+            mu_s, lam_s = mu + shift, lam + shift
+            scale = max(float(np.abs(mu_s).max()), float((np.abs(lam_s) * c["multi_f"]).max()))
+            hlam = np.where(c["multi"], _host_pow_eigs(lam_s, p, scale), 0.0).astype(lam.dtype, copy=False)
+            pw = _host_pow_eigs(mu_s, p, scale)
+        hK = (W * pw) @ W.T
         hK *= c["rsrs"]                                 # S^{-1/2} h(K) S^{-1/2} - diag(h(lam) / s)
         hK.flat[::k + 1] -= hlam / c["s"]
         return self._derived(torch.from_numpy(hlam), torch.from_numpy(hK), host=(hlam, hK))

@@ -289,6 +289,11 @@ class Power(StepRule):
             h = op.matrix_power(self.p, self.eps)
             c = (h.B @ op.block_sums_of(m)).mul_(-lr)      # E^T g: the update's own sums when m is its g
             x_new = torch.empty_like(x) if out is None else out
+            if len(op.groups) == 1 and op.groups[0][1] == op.k:   # equal blocks: (k, s) views of the vectors
+                k, s = op.k, op.groups[0][3]
+                torch.add(x.view(k, s), c.unsqueeze(1), out=x_new.view(k, s)).addcmul_(
+                    h.lam.unsqueeze(1), m.view(k, s), value=-lr)
+                return x_new, None, None, state
             for (sl, V), (_, Xv), (_, Xn) in zip(group_views(m, op.groups), group_views(x, op.groups),
                                                  group_views(x_new, op.groups)):
                 torch.add(Xv, c[sl].unsqueeze(1), out=Xn).addcmul_(h.lam[sl].unsqueeze(1), V, value=-lr)

@@ -365,17 +365,19 @@ def test_block_mean_from_stats_equals_approximation_of_sum_ggT(device):
     close(a.B, b.B, rtol=1e-12)
 
 
+@pytest.mark.parametrize("sizes", [(3, 1, 4, 2, 5), (4, 4, 4, 4)])
 @pytest.mark.parametrize("host", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_block_mean_host_and_torch_paths_against_dense(host, dtype, monkeypatch):
+def test_block_mean_host_and_torch_paths_against_dense(host, dtype, sizes, monkeypatch):
     """On CPU the k x k algebra of the block mean's powers and of ``block_mean_from_stats(like=)`` runs in
     NumPy (k <= HOST_SMALL_MAX); HOST_SMALL_MAX = 0 forces the torch path (that of GPUs and large k). Both
-    against dense float64; both identical to roundoff where the eigenvalue floor bites."""
+    against dense float64; both identical to roundoff where the eigenvalue floor bites. With and without
+    singleton blocks (the host path's negative powers take a shorter route when every block has two or
+    more coordinates)."""
     if not host:
         monkeypatch.setattr(ops, "HOST_SMALL_MAX", 0)
     rtol = 1e-9 if dtype == torch.float64 else 2e-4
     g = gen(21)
-    sizes = (3, 1, 4, 2, 5)
     n, k = sum(sizes), len(sizes)
     U, Q, H = torch.zeros(k, k, dtype=DT), torch.zeros(k, dtype=DT), torch.zeros(n, n, dtype=DT)
     for _ in range(9):
