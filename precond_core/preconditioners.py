@@ -734,7 +734,13 @@ class UniformDirection(Preconditioner):
             else:
                 gram[:, 1] = uv
                 gram[1, 0] = uv[0]
-        return ops.LowRank(W.T, C, base=self.delta if self.form == "regularized" else 0.0, gram=gram), s
+        op = s.extra.get("op")
+        if op is not None and op.U._base is W and op.C is C and op._gram is gram and gram is not None:
+            op._eig = None          # the same buffers refilled: the operator of this step, its caches cleared
+            return op, s
+        op = ops.LowRank(W.T, C, base=self.delta if self.form == "regularized" else 0.0, gram=gram)
+        s.extra["op"] = op
+        return op, s
 
     DRAW_CHUNK = 1 << 16
 

@@ -355,6 +355,24 @@ def test_low_rank_solve_add_both_paths_against_dense(host, r, monkeypatch):
             assert (x.double() - want).norm() <= tol * want.norm(), (dtype, base, shift)
 
 
+@pytest.mark.parametrize("host", [True, False])
+@pytest.mark.parametrize("r", [2, 3])
+def test_low_rank_solve_add_singular_raises_linalg_error(host, r, monkeypatch):
+    """c I + U C U^T singular (U = r columns of the identity, C = -c I: the r x r system is exactly zero):
+    every path raises ``torch.linalg.LinAlgError`` (the error ``minimize`` stops on as diverged), the 2 x 2
+    host solve and NumPy's included, and x is left as it was."""
+    if not host:
+        monkeypatch.setattr(ops, "HOST_SMALL_MAX", 0)
+    n, c = 6, 0.5
+    U = torch.eye(n, dtype=F64)[:, :r]
+    op = ops.LowRank(U, -c * torch.eye(r, dtype=F64), base=c)
+    x0 = torch.arange(n, dtype=F64)
+    x = x0.clone()
+    with pytest.raises(torch.linalg.LinAlgError):
+        op.solve_add_(x, torch.ones(n, dtype=F64), -0.3)
+    assert torch.equal(x, x0)
+
+
 @pytest.mark.parametrize("p", [-0.5, -1.0, -0.3, 0.5, 2.0, 0.0])
 def test_diagonal_power_add_in_chunks_matches_power_diag(p, monkeypatch):
     gen = torch.Generator().manual_seed(4)

@@ -51,6 +51,33 @@ def test_uniform_direction_forms_match_dense(device):
             assert torch.allclose(op.solve(v, shift), expect, rtol=1e-8, atol=1e-10)
 
 
+def test_uniform_direction_later_steps_match_dense(device):
+    """Steps after the first refill the state's buffers (and, for the symmetrized forms, reuse the
+    operator object with its caches cleared): every step's operator is the dense matrix of that step's
+    draw, and a power cached at one step is not served at the next."""
+    prob = _logistic(device=device)
+    n = prob.n
+    for form, delta in (("symmetrized", 0.0), ("regularized", 0.25)):
+        pre = P.UniformDirection(form, delta)
+        gen = torch.Generator(device=device).manual_seed(5)
+        replay = torch.Generator(device=device).manual_seed(5)
+        state, oracle = pre.init(prob, _point(prob), gen), Oracle(prob)
+        v = torch.randn(n, dtype=F64, device=device)
+        for step in range(3):
+            x = _point(prob, seed=step)
+            op, state = pre.update(state, x, prob.grad(x), oracle)
+            u = P.UniformDirection.draw(torch.empty(1, n, dtype=F64, device=device), replay)[0]
+            D = n * torch.outer(prob.hessian(x) @ u, u)
+            D = 0.5 * (D + D.T) + delta * torch.eye(n, dtype=F64, device=device)
+            assert torch.allclose(op.to_dense(), D, atol=1e-10), (form, step)
+            evals, V = torch.linalg.eigh(D + 3.0 * torch.eye(n, dtype=F64, device=device))
+            assert torch.allclose(op.power(v, -0.5, 3.0), V @ (evals.rsqrt() * (V.T @ v)), rtol=1e-8, atol=1e-10)
+            x1 = x.clone()
+            op.solve_add_(x1, v, -0.3, 3.0)
+            want = x - 0.3 * torch.linalg.solve(D + 3.0 * torch.eye(n, dtype=F64, device=device), v)
+            assert torch.allclose(x1, want, rtol=1e-9, atol=1e-11), (form, step)
+
+
 def test_fisher_empirical_matches_dense():
     prob = _logistic(n_samples=40, n_features=6)
     x = _point(prob)
