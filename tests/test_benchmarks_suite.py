@@ -242,6 +242,37 @@ def test_step_cost_never_times_a_diverged_step(monkeypatch):
     assert seen and all(seen)
 
 
+def test_step_cost_bursts_time_b_steps_per_lane_and_round(monkeypatch):
+    """``burst=b``: every round runs one untimed settling step and b timed steps of each lane (and b + 1
+    gradients and HVPs), a sample is the mean of the b; ``"auto"`` follows ``burst_for``; bad values are
+    refused, by ``measure`` and by the command line."""
+    from benchmarks import step_cost
+    calls = []
+    real_step = pc.Solver.step
+
+    def step(self):
+        calls.append(self.method.name)
+        real_step(self)
+
+    rows = {}
+    for burst in (1, 3):
+        calls.clear()
+        monkeypatch.setattr(pc.Solver, "step", step)
+        rows[burst] = step_cost.measure(["gd"], [200], "cpu", 4, log=lambda *a: None, burst=burst)[0]
+        monkeypatch.setattr(pc.Solver, "step", real_step)
+        warm = cases.steady_warm(cases.make_solver("gd", 200))
+        assert len(calls) == warm + 5 * (burst + (burst > 1))   # warm-up, then 1 + 4 rounds
+        assert rows[burst]["burst"] == burst and rows[burst]["step_s"] > 0
+    assert step_cost.burst_for(10 ** 4) == 10 and step_cost.burst_for(10 ** 6) == 1
+    assert step_cost.burst_for(100) == 16 and step_cost.burst_for(step_cost.BURST_BELOW - 1) == 2
+    assert step_cost.measure(["gd"], [300], "cpu", 1, log=lambda *a: None, burst="auto")[0]["burst"] == 16
+    for bad in (0, -1, 1.5, True, "many"):
+        with pytest.raises(ValueError, match="burst"):
+            step_cost.measure(["gd"], [200], "cpu", 1, log=lambda *a: None, burst=bad)
+    with pytest.raises(SystemExit):
+        step_cost.main(["--n", "100", "--methods", "gd", "--burst", "0"])
+
+
 def test_bench_floor_small_compares_both_paths_and_restores_the_limit():
     """``bench_floor.py small`` times the block-mean refresh through the NumPy and the torch path and leaves
     ``HOST_SMALL_MAX`` as it found it."""
