@@ -3,16 +3,17 @@
     python benchmarks/step_cost.py --n 10000 1000000 --repeat 7
     python benchmarks/step_cost.py --n 10000 100000 1000000 --methods gd lbfgs uniform_direction
     python benchmarks/step_cost.py --threads 1 --methods adagrad lbfgs lbfgs@fixed uniform_direction@fixed
-    python benchmarks/step_cost.py --threads 1 --n 1e4 --burst auto --methods gd adagrad_bma
+    python benchmarks/step_cost.py --threads 1 --n 1e4 --burst 1 --methods gd adagrad_bma
 
 A method written ``name@step`` runs with that step rule in its own lane (several rules side by side);
 ``name:k`` with k blocks (a block method, e.g. ``adagrad_bma:512``); both combine (``name:k@step``).
 
 For every method and n (the skip rules of ``cases.py`` apply: a method with a size limit runs only up
 to it), the median and mean seconds per ``Solver.step()`` and the median seconds per gradient on the
-same problem, timed round-robin (each round: one step of every method, one gradient, one HVP; with
-``--burst B``, B of each after one settling step, so that at small n every lane is timed in a loop of
-its own rather than right after the other lanes' work: ``burst_for``), their
+same problem, timed round-robin (each round: a burst of steps of every method, as many gradients and
+HVPs; below n = 10^5 a burst is 10^5 / n (2 to 16) timed steps after one settling step, so that every
+lane is timed in a loop of its own, as a user runs it, rather than right after the other lanes' work;
+from n = 10^5 on, and with ``--burst 1``, one of each: ``burst_for``), their
 ratios, the median and quartiles of the per-round ratios (each step over the gradient of its own round:
 ``round_ratio``, the figure that drift of a shared machine's speed moves least), and the oracle calls
 per step. Every lane is timed in its method's steady state: it first runs
@@ -119,24 +120,26 @@ def make_lane_solver(method, n, device, family="scalable", step=None, warm=None,
     return solver
 
 
-BURST_BELOW = 10 ** 5   # ``--burst auto``: from this n on, one step per lane and round (``burst_for``)
+BURST_BELOW = 10 ** 5   # from this n on, one step per lane and round (``burst_for``)
 
 
 def burst_for(n: int) -> int:
-    """``--burst auto``: timed steps per lane per round at size n, 1 from ``BURST_BELOW`` on, else 10^5 / n
-    clipped to [2, 16]. Below that size a step costs tens to hundreds of microseconds, much of it Python
+    """Timed steps per lane per round at size n (the default, ``--burst auto``): 1 from ``BURST_BELOW`` on,
+    else 10^5 / n clipped to [2, 16]. Below that size a step costs tens to hundreds of microseconds, much of it Python
     and dispatch work whose speed depends on what the CPU caches hold: right after another lane's work
     (its data and code) the same work runs up to about 1.8x slower than in a loop of its own (measured at
     n = 10^4 on a 2 MiB-L2 VM: a block-mean refresh 81 us in a loop, 146 us after a 3 MB sweep). A burst
     times steps of a lane's own loop, the way a user runs one method; its first, settling step is not
-    timed. The default (one step per round) keeps every lane, and the gradient, in that colder state."""
+    timed. With one step per round (``--burst 1``) every lane, and the gradient, is timed in the colder
+    state, and the gradient slows more than the steps do: at n = 10^4 the ratios read 20-30% lower
+    than in bursts (measured on that VM for gd, adagrad, adagrad_bma, uniform_direction and lbfgs)."""
     return 1 if n >= BURST_BELOW else max(2, min(16, BURST_BELOW // n))
 
 
 def measure(methods, ns, device: str, repeat: int, log=print, family: str = "scalable",
-            step: str | None = None, burst: int | str = 1) -> list[dict]:
+            step: str | None = None, burst: int | str = "auto") -> list[dict]:
     """Rows (one per method and n that runs here) from round-robin timing: every round times ``burst``
-    steps of each method (default 1; "auto": ``burst_for(n)``; a burst of b > 1 first runs one untimed
+    steps of each method (default "auto": ``burst_for(n)``; a burst of b > 1 first runs one untimed
     settling step, and a sample is the mean of its b timed steps), then as many gradients and HVPs
     alike, so all figures of a size are measured side by side and a change of load on a shared machine
     moves them together. One untimed round first; medians and means
@@ -272,8 +275,8 @@ def main(argv=None) -> int:
                     help="scalable: sparse logistic regression with n features (default); square: n samples x "
                          "n features at 1%% density (n = 10^4: the library's step-cost targets)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--burst", default="1",
-                    help="timed steps per lane and round, after one settling step when more than 1 (default 1; "
+    ap.add_argument("--burst", default="auto",
+                    help="timed steps per lane and round, after one settling step when more than 1 (default "
                          "'auto': 1 from n = 10^5, else 10^5 / n in [2, 16]: each lane timed in a loop of its "
                          "own; see burst_for)")
     ap.add_argument("--step", default=None, help="run every method with this step rule where it takes it "
