@@ -1177,8 +1177,9 @@ class BlockMean(Operator):
             self._host = (lam, Bn, np.linalg.eigh(K))
         lam, _, (mu, W) = self._host
         if p < 0:
-            # the same clamping rule and numbers as ``_host_pow_eigs`` in fewer NumPy calls: eigh's eigenvalues
-            # are ascending, so max |mu + shift| is at one end; the powers are taken in place
+            # ``_host_pow_eigs``'s clamping rule in fewer NumPy calls (in float64 the same numbers; in float32
+            # the scale is summed in float64): eigh's eigenvalues are ascending, so max |mu + shift| is at one
+            # end; the powers are taken in place
             lam_s = lam + shift
             if c["all_multi"]:
                 lmax = float(np.abs(lam_s).max())
