@@ -1147,15 +1147,42 @@ class BlockMean(Operator):
             self._powers[key] = out
         return out
 
+    def k_eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, W), the eigendecomposition of K = Lambda + S^{1/2} B S^{1/2} (symmetrized; eigenvalues
+        ascending), the k x k matrix through which D acts on block-constant vectors (on vectors of zero
+        mean within each block D is diag(lam)). Cached: it is the factorization ``matrix_power`` uses
+        (computed by whichever comes first, on the NumPy host path where that applies)."""
+        if _host_small(self.k, self.lam, self.B):
+            mu, W = self._host_eigh()
+            return torch.from_numpy(mu), torch.from_numpy(W)
+        return self._torch_eigh()
+
+    def _torch_eigh(self):
+        if self._eigK is None:
+            K = self.B * self._consts()["sqsq"]       # Lambda + S^{1/2} B S^{1/2}, symmetrized
+            K.diagonal().add_(self.lam)
+            self._eigK = torch.linalg.eigh((K + K.T).mul_(0.5))
+        return self._eigK
+
+    def _host_eigh(self):
+        """``_torch_eigh`` in NumPy on the operator's CPU memory (``_host_small``), cached in ``_host``."""
+        if self._host is None:                          # each .numpy() is four dispatcher calls: made once
+            self._host = (self.lam.numpy(), self.B.numpy())
+        if len(self._host) == 2:
+            c, k = _host_block_consts(self.sizes, self.dtype), self.k
+            lam, Bn = self._host
+            K = Bn * c["sqsq"]                          # Lambda + S^{1/2} B S^{1/2}, symmetrized
+            K.flat[::k + 1] += lam
+            K += K.T
+            K *= 0.5
+            self._host = (lam, Bn, np.linalg.eigh(K))
+        return self._host[2]
+
     def _matrix_power(self, p, shift) -> "BlockMean":
         if isinstance(shift, float) and _host_small(self.k, self.lam, self.B):
             return self._host_matrix_power(p, shift)
         c = self._consts()
-        if self._eigK is None:
-            K = self.B * c["sqsq"]                    # Lambda + S^{1/2} B S^{1/2}, symmetrized
-            K.diagonal().add_(self.lam)
-            self._eigK = torch.linalg.eigh((K + K.T).mul_(0.5))
-        mu, W = self._eigK
+        mu, W = self._torch_eigh()
         mu_s, lam_s = mu + shift, self.lam + shift
         scale = torch.maximum(mu_s.abs().max(), (lam_s.abs() * c["multi_f"]).max())
         hlam = torch.where(c["multi"], _pow_eigs(lam_s, p, scale), 0.0)
@@ -1166,16 +1193,8 @@ class BlockMean(Operator):
         """``_matrix_power`` with the k x k algebra in NumPy on the operator's CPU memory (``_host_small``):
         the same formulas, clamping rule and LAPACK eigensolver, without a torch dispatch per k x k op."""
         c, k = _host_block_consts(self.sizes, self.dtype), self.k
-        if self._host is None:                          # each .numpy() is four dispatcher calls: made once
-            self._host = (self.lam.numpy(), self.B.numpy())
-        if len(self._host) == 2:
-            lam, Bn = self._host
-            K = Bn * c["sqsq"]                          # Lambda + S^{1/2} B S^{1/2}, symmetrized
-            K.flat[::k + 1] += lam
-            K += K.T
-            K *= 0.5
-            self._host = (lam, Bn, np.linalg.eigh(K))
-        lam, _, (mu, W) = self._host
+        mu, W = self._host_eigh()
+        lam = self._host[0]
         if p < 0:
             # ``_host_pow_eigs``'s clamping rule in fewer NumPy calls (in float64 the same numbers; in float32
             # the scale is summed in float64): eigh's eigenvalues are ascending, so max |mu + shift| is at one

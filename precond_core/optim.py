@@ -341,20 +341,21 @@ class AdaGradBMA(_PowerOptimizer):
     """AdaGrad with the block-mean approximation of sum g g^T (``preconditioners.AdaGradBMA`` for
     ``variant`` exact / scaled, ``bma_lu2018`` for the authors' published update). Blocks: one per
     parameter tensor (default), ``k`` equal blocks, or explicit ``blocks`` sizes summing to the group's
-    parameter count. ``update_every``: refresh of the k x k factor (``None``: the flat method's default,
-    every step for k <= 64). Extra keyword arguments go to the flat preconditioner (e.g. ``damping``)."""
+    parameter count. ``update_every``: refresh of the k x k factor (an integer period, ``"auto"``: when the
+    statistics have outgrown the factor, or ``None``: the flat method's default, every step for k <= 64
+    and "auto" above). Extra keyword arguments go to the flat preconditioner (e.g. ``damping``)."""
 
     VARIANTS = ("exact", "scaled", "lu2018")
 
     def __init__(self, params, lr: float = 1e-2, eps: float = 1e-10, variant: str = "exact", k=None,
-                 blocks=None, update_every: int | None = None, **kwargs):
+                 blocks=None, update_every: int | str | None = None, **kwargs):
         _check_number("lr", lr, positive=True)
         _check_number("eps", eps, nonneg=True)
         if variant not in self.VARIANTS:
             raise ValueError(f"variant must be one of {self.VARIANTS}, got {variant!r}")
-        if update_every is not None and (not isinstance(update_every, int) or isinstance(update_every, bool)
-                                         or update_every < 1):
-            raise ValueError(f"update_every must be a positive integer or None, got {update_every!r}")
+        if update_every not in (None, "auto") and (not isinstance(update_every, int) or isinstance(update_every, bool)
+                                                   or update_every < 1):
+            raise ValueError(f"update_every must be a positive integer, 'auto' or None, got {update_every!r}")
         super().__init__(params, {"lr": lr, "eps": eps, "variant": variant, "k": k, "blocks": blocks,
                                   "update_every": update_every, "extra": dict(kwargs)})
 

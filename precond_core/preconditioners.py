@@ -821,6 +821,9 @@ class _BMAState:
     every: int = 1                  # the refresh period in use
     zbuf: torch.Tensor | None = None  # (n,) scaled variant: sqrt(z2 + delta) of this step, rewritten in place
     host: tuple | None = None       # (U, Q as NumPy views, their data pointers) on CPU (``host_views``)
+    growth: float = 0.0             # adaptive refresh: ||P||_F^2 of the growth P since the refresh (``_outgrown``)
+    P: torch.Tensor | None = None   # (k, k) adaptive refresh: sum of z z^T since the refresh, in K's eigenbasis
+    refreshes: int = 0              # factors built so far
 
     def host_views(self) -> tuple | None:
         """NumPy views (U, Q) for ``block_mean_from_stats(host=)`` on CPU, else None. Made once and kept
@@ -853,16 +856,29 @@ class AdaGradBMA(Preconditioner):
     F = I is exactly diagonal AdaGrad.
 
     ``update_every``: the statistics are accumulated every step; the factor F (whose powers cost one
-    k x k eigendecomposition) is rebuilt every ``update_every`` steps (as distributed Shampoo does), and
-    its powered operator is cached in between (applied in O(n + k^2)). ``None`` (default): every step for
-    k <= 64, every ceil(k / 32) steps above (16 at k = 512), where a refresh (block mean, k x k eigh,
-    k^3 reconstruction) costs about 0.2 s at k = 512 on one CPU thread, several gradients of the
-    scalable problem at n = 10^6 (``benchmarks/bench_floor.py flat``).
+    k x k eigendecomposition) is rebuilt when due and its powered operator cached in between (applied in
+    O(n + k^2)). An integer: every ``update_every`` steps (as distributed Shampoo does). ``"auto"``
+    (exact variant): when the statistics have outgrown the factor. The exact D_t only grows (D_t >= D_r in
+    the PSD order, r the last refresh), so a factor kept too long takes steps longer than the method's;
+    a refresh is due when D_t <= (1 + tol) D_r can no longer be certified, tol = ``REFRESH_TOL``: on
+    block-constant vectors D acts as K = S^{-1/2} U S^{-1/2} (the k x k matrix of ``BlockMean.k_eigh``),
+    K_t = K_r + sum_j w_j w_j^T for the new block sums w_j = S^{-1/2} e_j, and K_t <= (1 + ||P||_F) K_r
+    with P = sum_j z_j z_j^T, z = K_r^{-1/2} w (eigenvalues clamped at the power's floor), whose
+    Frobenius norm is updated in O(k^2) per step; on vectors of zero block mean D is diag(lam), compared
+    entry by entry. Each stale step is then at most sqrt(1 + tol) times the exact method's, in every
+    direction (t^(-1/2) is operator monotone). Early on, while the factor is rank-deficient, that
+    refreshes every step; later, rarely. Cost: O(k^2) and one host read per step. ``None`` (default): every step for k <= 64 and "auto" above
+    (scaled variant: every ceil(k / 32) steps above), where a refresh (block mean, k x k eigh, k^3
+    reconstruction) costs about 0.05 s at k = 512 on one CPU thread, more than a gradient of the
+    scalable problem at n = 10^6 (``benchmarks/bench_floor.py small``). A fixed period can diverge: on the
+    scalable problem at n = 10^4, k = 512, every 16 steps (the default before "auto") the gradient norm
+    grew 10^12-fold in 20 steps, and every 4 steps stalled at k = 8, 64 and 512.
     """
     name = "adagrad_bma"
     VARIANTS = ("exact", "scaled")
 
     AUTO_EVERY_ABOVE_K = 64
+    REFRESH_TOL = 0.25        # "auto": refresh before the statistics may exceed (1 + tol) times the factor's
 
     def __init__(self, k: int | None = None, blocks=None, variant: str = "exact", update_every: int | None = None,
                  damping: float = 0.1, delta: float = 1e-10):
@@ -870,9 +886,13 @@ class AdaGradBMA(Preconditioner):
             raise ValueError(f"damping must be a number >= 0, got {damping!r}")
         if variant not in self.VARIANTS:
             raise ValueError(f"variant must be one of {self.VARIANTS}, got {variant!r}")
-        if update_every is not None and (not isinstance(update_every, int) or isinstance(update_every, bool)
-                                         or update_every < 1):
-            raise ValueError(f"update_every must be a positive integer or None, got {update_every!r}")
+        if update_every == "auto":
+            if variant != "exact":
+                raise ValueError(f"update_every='auto' needs variant='exact' (its refresh test bounds the exact "
+                                 f"block mean), got variant={variant!r}")
+        elif update_every is not None and (not isinstance(update_every, int) or isinstance(update_every, bool)
+                                           or update_every < 1):
+            raise ValueError(f"update_every must be a positive integer, 'auto' or None, got {update_every!r}")
         self.k, self.blocks, self.variant, self.update_every = k, blocks, variant, update_every
         self.damping, self.delta = float(damping), delta
 
@@ -885,11 +905,31 @@ class AdaGradBMA(Preconditioner):
         st.every = self.every(k)
         return st
 
-    def every(self, k: int) -> int:
-        """The refresh period for k blocks (``update_every``, or its default)."""
+    def every(self, k: int) -> int | None:
+        """The refresh period for k blocks (``update_every``, or its default); None: the adaptive refresh."""
         if self.update_every is not None:
-            return self.update_every
-        return 1 if k <= self.AUTO_EVERY_ABOVE_K else -(-k // 32)
+            return None if self.update_every == "auto" else self.update_every
+        if k <= self.AUTO_EVERY_ABOVE_K:
+            return 1
+        return None if self.variant == "exact" else -(-k // 32)
+
+    def _outgrown(self, s, e: torch.Tensor) -> bool:
+        """Whether the statistics, with this step's block sums e added, may exceed (1 + ``REFRESH_TOL``) times
+        the factor's (the class docstring's test): ||P||_F of the growth P in the factor's whitened
+        coordinates, and the within-block diagonal lam_t against the factor's lam."""
+        F, tol = s.F, self.REFRESH_TOL
+        c = F._consts()
+        mu, W = F.k_eigh()
+        z = (W.T @ (e / F.s.sqrt())).mul_(torch.clamp(mu, min=ops.eig_floor(mu.abs().max())).rsqrt())
+        if s.P is None or s.P.shape != (F.k, F.k) or s.P.dtype != z.dtype:
+            s.P = torch.zeros(F.k, F.k, dtype=z.dtype, device=z.device)
+        zz = torch.dot(z, z)
+        fro2 = torch.dot(z, s.P @ z).mul_(2).add_(zz * zz)          # ||P + z z^T||_F^2 - ||P||_F^2
+        s.P.addr_(z, z)
+        lam_t = s.Q / F.s - (s.U.diagonal() - s.Q).div_(c["pairs"]).mul_(c["multi_f"])
+        grown = (c["multi"] & (lam_t > (1 + tol) * F.lam)).any()
+        s.growth += float(torch.where(grown, math.inf, fro2))      # the step's one host read
+        return s.growth > tol * tol
 
     def update(self, s, x, g, oracle):
         k = len(s.sizes)
@@ -903,13 +943,16 @@ class AdaGradBMA(Preconditioner):
         s.U.addr_(e, e)
         if s.z2 is not None:
             s.z2.addcmul_(g, g)
-        if s.t % s.every == 0 or s.F is None:
+        if s.F is None or (s.every is None and self._outgrown(s, e)) or (s.every is not None and s.t % s.every == 0):
             F = ops.block_mean_from_stats(s.U, s.Q, s.sizes, like=s.F, host=s.host_views())   # the block structure reused
             if self.variant == "scaled":
                 sz = torch.tensor(s.sizes, dtype=x.dtype, device=x.device)
                 r = (s.Q / sz + self.delta).rsqrt()
                 F = ops.BlockMean(F.lam * r * r, F.B * torch.outer(r, r), s.sizes)
-            s.F = F
+            s.F, s.growth = F, 0.0
+            s.refreshes += 1
+            if s.P is not None:
+                s.P.zero_()
         s.t += 1
         if self.variant == "exact":
             s.F.remember_sums(g, e)                    # the step's E^T g (a power step whose m is this g)

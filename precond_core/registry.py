@@ -198,7 +198,7 @@ PARAM_RULES: dict[str, Callable[[Any], str | None]] = {
     "form": _choice(*P.UniformDirection.FORMS), "sigma_form": _choice(*P.UniformDirection.SIGMA_FORMS), "variant": _choice(*P.AdaGradBMA.VARIANTS, "lu2018"),
     "hutchinson.beta": _unit_halfopen,
     "inner_dtype": _choice(*_ncg.INNER_DTYPES), "cg_maxiter": _pos_int_or_none,
-    "adagrad_bma.update_every": _pos_int_or_none,
+    "adagrad_bma.update_every": lambda v: None if v == "auto" else _pos_int_or_none(v),
     # step rules
     "lr": _pos_num_or_none, "c": _unit_open, "beta": _unit_open, "M": _pos_num_or_none, "sigma": _pos_num_or_none,
     "gamma0": _pos_num, "grow": lambda v: None if _is_num(v) and v >= 1 else "a number >= 1",

@@ -258,7 +258,7 @@ def test_adagrad_bma_power_step_matches_dense_formula(kw):
 
 
 def test_adagrad_bma_update_every_default_and_bad_input():
-    assert P.AdaGradBMA().every(64) == 1 and P.AdaGradBMA().every(512) == 16
+    assert P.AdaGradBMA().every(64) == 1 and P.AdaGradBMA().every(512) is None   # None: the adaptive refresh
     assert P.AdaGradBMA(update_every=3).every(512) == 3
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="update_every"):

@@ -411,3 +411,68 @@ def test_adagrad_bma_update_every_refreshes_the_factor_on_schedule():
     assert torch.allclose(op_lazy.to_dense(), op_at_4.to_dense())       # built at step 4, reused at step 5
     assert torch.allclose(state.U, sum(torch.outer(pc.operators.block_sums(v, (2, 2, 2, 2)),
                                                    pc.operators.block_sums(v, (2, 2, 2, 2))) for v in grads))
+
+
+def test_adagrad_bma_auto_refresh_keeps_every_stale_factor_within_its_bound():
+    """update_every="auto" against dense float64: at every step the factor in use F (possibly stale) and the
+    exact block mean D_t of H_t = sum g g^T satisfy F <= D_t <= (1 + REFRESH_TOL) F (generalized eigenvalues
+    of the pencil (D_t, F) in [1, 1 + tol], up to roundoff), so each stale step is at most sqrt(1 + tol)
+    times the exact one; stale factors are used (fewer refreshes than steps) once the factor has full
+    rank, and while it is rank-deficient every step refreshes."""
+    g = torch.Generator().manual_seed(9)
+    n, sizes = 12, (3, 3, 3, 3)
+    prob = pc.problems.quadratic(n=n, cond=5.0, seed=1)
+    pre = P.AdaGradBMA(blocks=list(sizes), update_every="auto")
+    tol = pre.REFRESH_TOL
+    state, oracle, x = pre.init(prob, prob.x0(), None), Oracle(prob), prob.x0()
+    H = torch.zeros(n, n, dtype=F64)
+    ratios, refreshed = [], []
+    for t in range(120):
+        gt = torch.randn(n, generator=g, dtype=F64)
+        H += torch.outer(gt, gt)
+        before = state.refreshes
+        op, state = pre.update(state, x, gt, oracle)
+        refreshed.append(state.refreshes > before)
+        if t >= 10:                                  # the factor (n x n) positive definite: the pencil is defined
+            D = pc.operators.block_mean_approximation(H, sizes).to_dense()
+            Li = torch.linalg.inv(torch.linalg.cholesky(op.to_dense()))
+            ev = torch.linalg.eigvalsh(Li @ D @ Li.T)
+            ratios.append((float(ev.min()), float(ev.max())))
+    assert all(refreshed[:4])                       # a rank-deficient factor (rank t < k = 4): every step
+    assert sum(refreshed) < 60 and sum(refreshed[-40:]) < 10   # then ever rarer
+    assert min(lo for lo, _ in ratios) > 1 - 1e-8
+    assert max(hi for _, hi in ratios) <= 1 + tol + 1e-8
+    assert max(hi for _, hi in ratios) > 1.05       # stale factors were really used
+
+
+def test_adagrad_bma_update_every_auto_and_defaults():
+    """The default refresh: every step up to k = 64, "auto" above (exact variant), every ceil(k / 32) steps
+    above for the scaled variant; "auto" is refused for the scaled variant, by the class and the registry."""
+    assert P.AdaGradBMA().every(64) == 1 and P.AdaGradBMA().every(512) is None
+    assert P.AdaGradBMA(variant="scaled").every(512) == 16 and P.AdaGradBMA(update_every="auto").every(8) is None
+    m = pc.make_method("adagrad_bma", update_every="auto")
+    assert m.preconditioner.update_every == "auto"
+    for make in (lambda: P.AdaGradBMA(variant="scaled", update_every="auto"),
+                 lambda: pc.make_method("adagrad_bma", variant="scaled", update_every="auto")):
+        try:
+            make()
+        except ValueError as exc:
+            assert "update_every" in str(exc)
+        else:
+            raise AssertionError("update_every='auto' with variant='scaled' was accepted")
+
+
+def test_adagrad_bma_default_refresh_above_k64_does_not_diverge():
+    """Regression: with k = 256 > 64 the default refresh ("auto") keeps AdaGrad-BMA descending on the scalable
+    problem, where a fixed period of 16 steps (ceil(k / 32) for k = 512, the earlier default's rule) applies
+    a stale rank-deficient factor to new gradients and the gradient norm grows about 10^12-fold."""
+    def run(**kw):
+        s = pc.Solver(pc.problems.scalable(1000, seed=0), pc.make_method("adagrad_bma", k=256, **kw), seed=0)
+        g0, worst = float(s.g.norm()), 0.0
+        for _ in range(40):
+            s.step()
+            worst = max(worst, float(s.g.norm()) / g0)
+        return worst, float(s.g.norm()) / g0
+    worst, final = run()
+    assert worst < 1.0 and final < 0.3
+    assert run(update_every=16)[0] > 1e6
