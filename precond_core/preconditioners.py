@@ -866,13 +866,14 @@ class AdaGradBMA(Preconditioner):
     with P = sum_j z_j z_j^T, z = K_r^{-1/2} w (eigenvalues clamped at the power's floor), whose
     Frobenius norm is updated in O(k^2) per step; on vectors of zero block mean D is diag(lam), compared
     entry by entry. Each stale step is then at most sqrt(1 + tol) times the exact method's, in every
-    direction (t^(-1/2) is operator monotone). Early on, while the factor is rank-deficient, that
-    refreshes every step; later, rarely. Cost: O(k^2) and one host read per step. ``None`` (default): every step for k <= 64 and "auto" above
-    (scaled variant: every ceil(k / 32) steps above), where a refresh (block mean, k x k eigh, k^3
+    direction (t^(-1/2) is operator monotone). While the factor is rank-deficient (its first k steps or
+    more) that refreshes every step; later, ever more rarely (the intervals grow with t). Cost: O(k^2)
+    and one host read per step. ``None`` (default): every step for k <= 64 and "auto" above (scaled
+    variant: every ceil(k / 32) steps above), where a refresh (block mean, k x k eigh, k^3
     reconstruction) costs about 0.05 s at k = 512 on one CPU thread, more than a gradient of the
     scalable problem at n = 10^6 (``benchmarks/bench_floor.py small``). A fixed period can diverge: on the
-    scalable problem at n = 10^4, k = 512, every 16 steps (the default before "auto") the gradient norm
-    grew 10^12-fold in 20 steps, and every 4 steps stalled at k = 8, 64 and 512.
+    scalable problem at n = 10^4, k = 512, every 16 steps the gradient norm grew 10^12-fold in 20 steps,
+    and every 4 steps it stalled at k = 8, 64 and 512.
     """
     name = "adagrad_bma"
     VARIANTS = ("exact", "scaled")
