@@ -1054,6 +1054,7 @@ class BlockMean(Operator):
         self.s = self._lengths.to(lam.dtype)
         self.groups = strided_groups(self.sizes)   # regular families of blocks (``strided_groups``)
         self._eigK = None
+        self._thin = None         # (mu, W) of K = M M^T from ``set_thin_k`` (t < k columns), else None
         self._host = None         # (lam, B) as NumPy arrays on their memory, or (lam, B, (mu, W)): host path
         self._powers: dict = {}   # (p, shift) -> the powered block mean, for Python-number shifts
         self._sums_of = None      # (weak reference to v, v's version, E^T v): ``remember_sums``
@@ -1086,6 +1087,7 @@ class BlockMean(Operator):
         new = object.__new__(BlockMean)
         new.__dict__.update(self.__dict__)
         new.lam, new.B, new._eigK, new._powers, new._host, new._sums_of = lam, B, None, {}, host, None
+        new._thin = None
         return new
 
     def _consts(self) -> dict:
@@ -1157,6 +1159,33 @@ class BlockMean(Operator):
             return torch.from_numpy(mu), torch.from_numpy(W)
         return self._torch_eigh()
 
+    def set_thin_k(self, M: torch.Tensor) -> None:
+        """Declare K = M M^T for a (k, t) matrix M with t < k columns (K = S^{-1/2} U S^{-1/2} of statistics
+        U = sum_j e_j e_j^T, M = S^{-1/2} [e_1 .. e_t]): the powers then use the t nonzero eigenpairs of K,
+        from the t x t Gram matrix M^T M (O(k t^2 + t^3) instead of a k x k eigh), and K's other
+        eigenvalues are 0 (the same clamping rule applies to them). The caller vouches for K = M M^T."""
+        if M.ndim != 2 or M.shape[0] != self.k or not 0 < M.shape[1] < self.k:
+            raise ValueError(f"M must have shape ({self.k}, t) with 0 < t < {self.k}, got {tuple(M.shape)}")
+        G = M.T @ M
+        sig2, V = torch.linalg.eigh((G + G.T).mul_(0.5))
+        sig = sig2.clamp(min=0).sqrt_()
+        W = (M @ V).div_(torch.where(sig > 0, sig, torch.ones_like(sig)))   # a zero singular value: a zero column
+        self._thin, self._powers = (sig2, W), {}
+
+    def _thin_power(self, p, shift) -> "BlockMean":
+        """``_matrix_power`` from the thin eigenpairs of ``set_thin_k``: h(K) = W (h(mu) - h(0)) W^T + h(0) I,
+        with the scale and floor of the full eigendecomposition (whose other eigenvalues are 0)."""
+        mu, W = self._thin
+        c = self._consts()
+        sh = torch.as_tensor(shift, dtype=self.dtype, device=self.device)
+        mu_s, lam_s = mu + sh, self.lam + sh
+        scale = torch.maximum(torch.maximum(mu_s.abs().max(), sh.abs()), (lam_s.abs() * c["multi_f"]).max())
+        h0 = _pow_eigs(sh, p, scale)
+        hlam = torch.where(c["multi"], _pow_eigs(lam_s, p, scale), 0.0)
+        hK = (W * (_pow_eigs(mu_s, p, scale) - h0)) @ W.T
+        hK.diagonal().add_(h0)
+        return self._finish(hK, hlam)
+
     def _torch_eigh(self):
         if self._eigK is None:
             K = self.B * self._consts()["sqsq"]       # Lambda + S^{1/2} B S^{1/2}, symmetrized
@@ -1179,6 +1208,8 @@ class BlockMean(Operator):
         return self._host[2]
 
     def _matrix_power(self, p, shift) -> "BlockMean":
+        if self._thin is not None and p != 0:
+            return self._thin_power(p, shift)
         if isinstance(shift, float) and _host_small(self.k, self.lam, self.B):
             return self._host_matrix_power(p, shift)
         c = self._consts()

@@ -622,3 +622,39 @@ def test_block_mean_remembered_sums_are_used_only_for_the_same_unchanged_vector(
     gc.collect()
     assert ref() is None                                       # the record did not keep w alive
     assert F.matrix_power(-0.5, 1e-10)._sums_of is None        # a derived operator starts without a record
+
+
+@pytest.mark.parametrize("t", [1, 4, 11])
+def test_block_mean_thin_k_powers_against_a_known_spectrum(t):
+    """``set_thin_k``: K = M M^T from t < k columns. With equal blocks (S = s0 I) and E = Qo diag(d), Qo
+    orthonormal, K = Qo diag(d^2 / s0) Qo^T exactly, so h(K) = Qo (h(d^2/s0) - h(0)) Qo^T + h(0) I is known
+    in float64; the thin powers match it to roundoff (with the AdaGrad shift 1e-10 too, where K's zero
+    eigenvalues decide the result), and the full k x k path to its own eigensolver's accuracy."""
+    g = gen(30 + t)
+    k, s0 = 12, 3
+    sizes = (s0,) * k
+    Qo, _ = torch.linalg.qr(randn(g, k, t))
+    d = torch.rand(t, generator=g, dtype=DT) * 4 + 0.5
+    E = Qo * d
+    U = E @ E.T
+    Q = (E * E).sum(1) * 1.5                        # any Q with lam >= 0: only U enters K
+    like = BlockMean(torch.ones(k, dtype=DT), torch.zeros(k, k, dtype=DT), sizes)
+    full = ops.block_mean_from_stats(U, Q, sizes, like=like)
+    thin = ops.block_mean_from_stats(U, Q, sizes, like=like)
+    thin.set_thin_k(E / s0 ** 0.5)
+    for p, shift in [(-0.5, 1e-10), (-0.5, 1e-3), (0.5, 0.0), (-0.3, 0.1)]:
+        mu = d * d / s0
+        scale = torch.maximum(torch.maximum((mu + shift).abs().max(), torch.tensor(abs(shift), dtype=DT)),
+                              (full.lam + shift).abs().max())
+        h = ops._pow_eigs(mu + shift, p, scale)
+        h0 = ops._pow_eigs(torch.tensor(shift, dtype=DT), p, scale)
+        hK = (Qo * (h - h0)) @ Qo.T + h0 * torch.eye(k, dtype=DT)
+        hlam = ops._pow_eigs(full.lam + shift, p, scale)
+        want_B = hK / s0 - torch.diag(hlam / s0)
+        got = thin.matrix_power(p, shift)
+        close(got.lam, hlam, 1e-12)
+        assert (got.B - want_B).abs().max() <= 1e-11 * want_B.abs().max(), (p, shift)
+        if shift >= 1e-3 or p > 0:                  # the full path agrees where K's zero eigenvalues are not decisive
+            assert (full.matrix_power(p, shift).B - want_B).abs().max() <= 1e-7 * want_B.abs().max(), (p, shift)
+    with pytest.raises(ValueError, match="M must have shape"):
+        thin.set_thin_k(torch.zeros(k, k, dtype=DT))

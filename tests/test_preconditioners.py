@@ -476,3 +476,21 @@ def test_adagrad_bma_default_refresh_above_k64_does_not_diverge():
     worst, final = run()
     assert worst < 1.0 and final < 0.3
     assert run(update_every=16)[0] > 1e6
+
+
+def test_adagrad_bma_auto_first_steps_use_the_thin_factor_and_match_every_step_refresh():
+    """update_every="auto", steps 1 .. k - 1: the factor comes from the stored block sums (a t x t
+    eigenproblem); the iterates equal those of update_every=1 (a k x k eigh every step) to roundoff, and the
+    stored block sums are released once k steps have run."""
+    k, steps = 16, 24
+    def run(every):
+        s = pc.Solver(pc.problems.scalable(200, seed=1), pc.make_method("adagrad_bma", k=k, update_every=every), seed=0)
+        seen = []
+        for _ in range(steps):
+            s.step()
+            seen.append(s.pstate.E is not None)
+        return s, seen
+    auto, seen = run("auto")
+    every, _ = run(1)
+    assert seen[:k - 1] == [True] * (k - 1) and not any(seen[k:])
+    assert float((auto.x - every.x).norm() / every.x.norm()) < 1e-9
